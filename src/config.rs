@@ -1,0 +1,391 @@
+//! The herd's configuration: a TOML file (see `data/herd.toml`, which is also compiled in as
+//! the default), parsed into typed, validated settings.
+//!
+//! Every field has a default in code except `servers`. Unknown keys are errors that name the
+//! key. Validation catches what TOML cannot: links to unknown servers, self-links, duplicate
+//! addresses, addresses that are not `host:port`. The herd secret never comes from the config
+//! text: it is read from `HERD_SECRET` or from the file named by `secret_file`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::places::PlacesConfig;
+
+/// The default herd, compiled in: the same file as `data/herd.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../data/herd.toml");
+
+/// The environment variable holding the herd's shared secret.
+pub const SECRET_ENV: &str = "HERD_SECRET";
+
+/// The config file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    servers: BTreeMap<String, String>,
+    #[serde(default)]
+    links: Vec<(String, String)>,
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    places: PlacesConfig,
+    #[serde(default)]
+    store: StoreConfig,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    peers: PeerConfig,
+}
+
+/// How hard the store works to keep an acknowledged report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// An IAMAT is answered only after its report is flushed to disk (fsync), with concurrent
+    /// reports sharing one flush (group commit).
+    #[default]
+    Flush,
+    /// An IAMAT is answered as soon as its report is in the store's memory; the store is
+    /// flushed in the background every `flush_every_ms`.
+    None,
+}
+
+/// `[store]`: the durable store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `"flush"` (default): answer after the report is on disk. `"none"`: answer at once.
+    pub durability: Durability,
+    /// With `durability = "none"`, how often the store is flushed in the background.
+    pub flush_every_ms: u64,
+    /// sled's page cache size, in MiB.
+    pub cache_mib: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: Durability::Flush,
+            flush_every_ms: 500,
+            cache_mib: 64,
+        }
+    }
+}
+
+/// `[limits]`: what one client may cost the node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The longest line accepted, in bytes, without its terminator.
+    pub max_line_bytes: usize,
+    /// The most client connections open at once; the excess is refused at once.
+    pub max_connections: usize,
+    /// A client connection with no complete line for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A line must be complete this long after its first byte arrived.
+    pub line_timeout_secs: u64,
+    /// The most requests of one connection being answered at once (pipelining depth); past it
+    /// the node stops reading from that connection until answers are written.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 64 * 1024,
+            max_connections: 10_000,
+            idle_timeout_secs: 300,
+            line_timeout_secs: 30,
+            max_in_flight: 64,
+        }
+    }
+}
+
+impl Limits {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn line_timeout(&self) -> Duration {
+        Duration::from_secs(self.line_timeout_secs)
+    }
+}
+
+/// `[peers]`: links between servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerConfig {
+    /// Reports queued for one link before the newest are dropped (anti-entropy repairs drops).
+    pub queue: usize,
+    /// The first reconnect delay, doubled after each failure up to `backoff_max_ms`.
+    pub backoff_min_ms: u64,
+    /// The longest reconnect delay.
+    pub backoff_max_ms: u64,
+    /// How often linked servers reconcile their stores while connected.
+    pub sync_interval_secs: u64,
+    /// How long a dial or a handshake may take.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            queue: 65_536,
+            backoff_min_ms: 50,
+            backoff_max_ms: 2_000,
+            sync_interval_secs: 30,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A validated herd configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from, for messages (`<built-in>` for the default).
+    pub source: String,
+    /// Every server and the address it is reached at.
+    pub servers: BTreeMap<String, String>,
+    /// Every server's linked servers.
+    pub links: BTreeMap<String, BTreeSet<String>>,
+    /// The herd's shared secret, if any.
+    pub secret: Option<Vec<u8>>,
+    pub places: PlacesConfig,
+    pub store: StoreConfig,
+    pub limits: Limits,
+    pub peers: PeerConfig,
+}
+
+impl Config {
+    /// Loads `path`, or with `None` the default: `data/herd.toml` under the current directory
+    /// if it exists, else the compiled-in herd.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (text, source) = match path {
+            Some(p) => (read(p)?, p.display().to_string()),
+            None => {
+                let local = Path::new("data/herd.toml");
+                if local.exists() {
+                    (read(local)?, local.display().to_string())
+                } else {
+                    (DEFAULT_CONFIG.to_owned(), "<built-in>".to_owned())
+                }
+            }
+        };
+        Config::parse(
+            &text,
+            &source,
+            std::env::var_os(SECRET_ENV).map(|s| s.into_encoded_bytes()),
+        )
+    }
+
+    /// Parses and validates config text; `source` names it in messages.
+    pub fn parse(text: &str, source: &str, secret_env: Option<Vec<u8>>) -> Result<Config> {
+        let file: File = toml::from_str(text).map_err(|e| Error::config(source, e.to_string()))?;
+        let mut seen_addr: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, addr) in &file.servers {
+            if name.is_empty() || name.bytes().any(crate::protocol::request::is_space) {
+                return Err(Error::config(
+                    source,
+                    format!("servers: invalid server name {name:?}"),
+                ));
+            }
+            validate_addr(addr).map_err(|why| {
+                Error::config(source, format!("servers.{name}: address {addr:?} {why}"))
+            })?;
+            if let Some(other) = seen_addr.insert(addr, name) {
+                return Err(Error::config(
+                    source,
+                    format!("servers.{name}: address {addr} is also the address of {other}"),
+                ));
+            }
+        }
+        if file.servers.is_empty() {
+            return Err(Error::config(source, "servers: no servers listed"));
+        }
+        let mut links: BTreeMap<String, BTreeSet<String>> = file
+            .servers
+            .keys()
+            .map(|n| (n.clone(), BTreeSet::new()))
+            .collect();
+        for (a, b) in &file.links {
+            for end in [a, b] {
+                if !file.servers.contains_key(end) {
+                    return Err(Error::config(
+                        source,
+                        format!("links: [{a:?}, {b:?}] names unknown server {end:?}"),
+                    ));
+                }
+            }
+            if a == b {
+                return Err(Error::config(
+                    source,
+                    format!("links: [{a:?}, {b:?}] links a server to itself"),
+                ));
+            }
+            links.get_mut(a).expect("known").insert(b.clone());
+            links.get_mut(b).expect("known").insert(a.clone());
+        }
+        let secret = match (&file.secret_file, secret_env) {
+            (_, Some(s)) if !s.is_empty() => Some(s),
+            (Some(path), _) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    Error::config(
+                        source,
+                        format!("secret_file: cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let trimmed = bytes.trim_ascii().to_vec();
+                if trimmed.is_empty() {
+                    return Err(Error::config(
+                        source,
+                        format!("secret_file: {} is empty", path.display()),
+                    ));
+                }
+                Some(trimmed)
+            }
+            (None, _) => None,
+        };
+        file.places
+            .validate()
+            .map_err(|why| Error::config(source, format!("places: {why}")))?;
+        if file.limits.max_line_bytes < 64
+            || file.limits.max_connections == 0
+            || file.limits.max_in_flight == 0
+        {
+            return Err(Error::config(
+                source,
+                "limits: max_line_bytes must be at least 64, max_connections and max_in_flight at least 1",
+            ));
+        }
+        if file.peers.queue == 0
+            || file.peers.backoff_min_ms == 0
+            || file.peers.sync_interval_secs == 0
+        {
+            return Err(Error::config(
+                source,
+                "peers: queue, backoff_min_ms and sync_interval_secs must be positive",
+            ));
+        }
+        Ok(Config {
+            source: source.to_owned(),
+            servers: file.servers,
+            links,
+            secret,
+            places: file.places,
+            store: file.store,
+            limits: file.limits,
+            peers: file.peers,
+        })
+    }
+
+    /// The address server `name` is listed at.
+    pub fn addr(&self, name: &str) -> Result<&str> {
+        self.servers.get(name).map(String::as_str).ok_or_else(|| {
+            Error::config(&self.source, format!("servers: no server named {name:?}"))
+        })
+    }
+
+    /// The servers `name` is linked to.
+    pub fn peers_of(&self, name: &str) -> impl Iterator<Item = &String> {
+        self.links.get(name).into_iter().flatten()
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::config(
+            &path.display().to_string(),
+            format!("cannot read config: {e}"),
+        )
+    })
+}
+
+/// Checks `host:port` (a bracketed IPv6 host is allowed) without resolving the host.
+fn validate_addr(addr: &str) -> std::result::Result<(), &'static str> {
+    let (host, port) = addr.rsplit_once(':').ok_or("is not host:port")?;
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    port.parse::<u16>().map_err(|_| "has no valid port")?;
+    if host.starts_with('[') != host.ends_with(']') {
+        return Err("has unbalanced brackets");
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.contains(':') && bare.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err("is not host:port");
+    }
+    if bare.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+        return Err("has an invalid host");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, "test.toml", None)
+    }
+
+    #[test]
+    fn the_default_herd_parses() {
+        let c = parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.servers.len(), 5);
+        assert_eq!(
+            c.peers_of("Bailey").cloned().collect::<Vec<_>>(),
+            ["Bona", "Campbell"]
+        );
+        assert_eq!(
+            c.peers_of("Clark").cloned().collect::<Vec<_>>(),
+            ["Bona", "Jaquez"]
+        );
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn config_errors_name_what_is_wrong() {
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[bogus]\n");
+        assert!(e.contains("bogus") && e.contains("test.toml"), "{e}");
+        let e = err("links = [[\"A\", \"B\"]]\n[servers]\nA = \"127.0.0.1:1\"\n");
+        assert!(e.contains("unknown server \"B\""), "{e}");
+        let e = err("links = [[\"A\", \"A\"]]\n[servers]\nA = \"127.0.0.1:1\"\n");
+        assert!(e.contains("itself"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\nB = \"127.0.0.1:1\"\n");
+        assert!(e.contains("also the address of A"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1\"\n");
+        assert!(e.contains("servers.A") && e.contains("host:port"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:99999\"\n");
+        assert!(e.contains("port"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\nA = \"127.0.0.1:2\"\n");
+        assert!(e.to_lowercase().contains("duplicate"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");
+        assert!(e.contains("durability") || e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn the_secret_comes_from_the_environment_or_a_file() {
+        let text = "[servers]\nA = \"127.0.0.1:1\"\n";
+        assert_eq!(
+            Config::parse(text, "t", Some(b"s3".to_vec()))
+                .unwrap()
+                .secret,
+            Some(b"s3".to_vec())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        let with_file = format!("secret_file = {:?}\n{text}", path.display().to_string());
+        assert_eq!(parse(&with_file).unwrap().secret, Some(b"hunter2".to_vec()));
+        let missing = format!(
+            "secret_file = {:?}\n{text}",
+            dir.path().join("nope").display().to_string()
+        );
+        assert!(err(&missing).contains("secret_file"));
+    }
+}

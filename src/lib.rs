@@ -1,0 +1,12 @@
+//! herd: an application server herd for mobile clients, as a library.
+//!
+//! The layout is the design: [`protocol`] turns bytes into requests and back; [`report`] is a
+//! stamped location report; [`herd`] decides, without I/O, what to store and whom to tell;
+//! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
+//! authenticated links between servers; [`server`] and [`connection`] serve clients.
+
+pub mod config;
+pub mod error;
+pub mod places;
+pub mod protocol;
+pub mod report;

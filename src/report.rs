@@ -1,0 +1,107 @@
+//! A location report: what an IAMAT said, stamped by the server that received it.
+//!
+//! A report is exactly the content of its AT line
+//! (`AT <server> <time-diff> <client> <location> <timestamp>`), so the line can always be
+//! rebuilt byte for byte from it, and a report flooded between servers is just that line.
+
+use std::cmp::Ordering;
+
+use bytes::Bytes;
+
+use crate::protocol::location::Location;
+use crate::protocol::number::{TimeDiff, Timestamp};
+use crate::protocol::request::IAmAt;
+
+/// One client's report, as the receiving server first stamped it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The server that received the IAMAT.
+    pub server: String,
+    /// That server's receive time minus the client's timestamp.
+    pub time_diff: TimeDiff,
+    /// The client ID, byte for byte.
+    pub client: Bytes,
+    /// The location as the client wrote it (ASCII, validated).
+    pub location_text: Bytes,
+    pub location: Location,
+    /// The timestamp as the client wrote it (ASCII, validated).
+    pub timestamp_text: Bytes,
+    pub timestamp: Timestamp,
+}
+
+impl Report {
+    /// Stamps a client's IAMAT with this server's name and receive time.
+    pub fn stamp(request: IAmAt, server: &str, received: Timestamp) -> Report {
+        Report {
+            server: server.to_owned(),
+            time_diff: TimeDiff::between(received, request.timestamp),
+            client: request.client,
+            location_text: request.location_text,
+            location: request.location,
+            timestamp_text: request.timestamp_text,
+            timestamp: request.timestamp,
+        }
+    }
+
+    /// Rebuilds a report from the five operands of an AT line, or `None` if any is malformed.
+    /// The time difference must be in the canonical form this server would print, so that the
+    /// line is reproduced byte for byte.
+    pub fn from_at_fields(f: &[Bytes]) -> Option<Report> {
+        let [server, diff, client, location, timestamp] = f else {
+            return None;
+        };
+        let server = std::str::from_utf8(server).ok()?;
+        let time_diff = TimeDiff::parse(diff)?;
+        if time_diff.to_string().as_bytes() != &diff[..] {
+            return None;
+        }
+        Some(Report {
+            server: server.to_owned(),
+            time_diff,
+            client: client.clone(),
+            location: Location::parse(location)?,
+            location_text: location.clone(),
+            timestamp: Timestamp::parse(timestamp)?,
+            timestamp_text: timestamp.clone(),
+        })
+    }
+
+    /// The AT line, without a newline.
+    pub fn at_line(&self) -> Vec<u8> {
+        let diff = self.time_diff.to_string();
+        let mut line = Vec::with_capacity(
+            8 + self.server.len()
+                + diff.len()
+                + self.client.len()
+                + self.location_text.len()
+                + self.timestamp_text.len(),
+        );
+        line.extend_from_slice(b"AT ");
+        line.extend_from_slice(self.server.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(diff.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(&self.client);
+        line.push(b' ');
+        line.extend_from_slice(&self.location_text);
+        line.push(b' ');
+        line.extend_from_slice(&self.timestamp_text);
+        line
+    }
+
+    /// The receiving server's clock when the report arrived (client timestamp + difference),
+    /// if that is a representable time.
+    pub fn received(&self) -> Option<Timestamp> {
+        Timestamp::from_nanos(self.timestamp.as_nanos() + self.time_diff.0)
+    }
+
+    /// The herd's total order on reports of one client: the newest client timestamp wins; equal
+    /// timestamps are broken by receiving server name, then by the AT line's bytes, so every
+    /// server picks the same winner whatever order reports arrive in.
+    pub fn precedence(&self, other: &Report) -> Ordering {
+        self.timestamp
+            .cmp(&other.timestamp)
+            .then_with(|| self.server.cmp(&other.server))
+            .then_with(|| self.at_line().cmp(&other.at_line()))
+    }
+}
