@@ -5,8 +5,17 @@
 //! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
 //! authenticated links between servers; [`server`] and [`connection`] serve clients.
 
+pub mod cmd;
 pub mod config;
+pub mod connection;
 pub mod error;
+pub mod herd;
+pub mod inspect;
+pub mod logging;
+pub mod node;
+pub mod peer;
 pub mod places;
 pub mod protocol;
 pub mod report;
+pub mod server;
+pub mod store;

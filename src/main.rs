@@ -1,1 +1,114 @@
-fn main() {}
+//! The `herd` binary: parse the command line, load the config, start logging, and hand off
+//! to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use herd::config::Config;
+use herd::error::Error;
+
+/// An application server herd for mobile clients: location reports (IAMAT), places near a
+/// client (WHATSAT), flooded between servers and kept durably.
+#[derive(Parser)]
+#[command(name = "herd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run server NAME of the herd until SIGINT or SIGTERM.
+    Serve {
+        /// The server's name in the config.
+        name: String,
+        /// The herd's config (default: data/herd.toml here if it exists, else the built-in herd).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where this node's store lives (default: state/NAME).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Where this node's log file NAME.log goes.
+        #[arg(long, default_value = "logs")]
+        log_dir: PathBuf,
+        /// Bind this address instead of the one the config lists (peers still dial the listed one).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print a stopped node's stored records.
+    Inspect {
+        /// The node's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Only this client's record.
+        #[arg(long)]
+        client: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: herd::inspect::Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herd: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Serve {
+            name,
+            config,
+            state_dir,
+            log_dir,
+            listen,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            config.addr(&name)?;
+            let _log = herd::logging::init_node(&log_dir, &name)?;
+            let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("state").join(&name));
+            let runtime =
+                tokio::runtime::Runtime::new().map_err(|e| Error::io("start the runtime", e))?;
+            let opts = herd::server::ServeOptions {
+                name,
+                config,
+                state_dir,
+                listen,
+            };
+            let result = runtime.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "node failed");
+            }
+            result
+        }
+        Command::Inspect {
+            state_dir,
+            client,
+            format,
+        } => {
+            herd::logging::init_stderr();
+            let mut out = std::io::stdout().lock();
+            herd::inspect::run(
+                &state_dir,
+                client.as_deref().map(str::as_bytes),
+                format,
+                &mut out,
+            )
+            .map(|_| ())
+        }
+    }
+}

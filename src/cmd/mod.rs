@@ -1,0 +1,35 @@
+//! What each client request does, one file per command. A command does its ordering-sensitive
+//! work (store writes, store reads) at once, in request order, and returns the rest of its
+//! answer as a future, so a pipelining client gets answers in order without one slow
+//! WHATSAT or flush holding up the work of the requests behind it.
+
+mod iamat;
+mod whatsat;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::node::Node;
+use crate::protocol::request::{invalid_answer, Request};
+
+/// A request's answer, now or later.
+pub enum Answer {
+    /// No answer (an empty line).
+    Nothing,
+    /// The answer, ready to write.
+    Ready(Vec<u8>),
+    /// The answer once durable or fetched; `None` means the request could not be honoured and
+    /// the connection must close (the store cannot make the report durable).
+    Later(BoxFuture<'static, Option<Vec<u8>>>),
+}
+
+/// Runs one parsed client request. Peer-only lines are invalid here; the connection handles
+/// `HERD HELLO` itself before calling this.
+pub fn execute(node: &Node, line: &Bytes, request: Request) -> Answer {
+    match request {
+        Request::Empty => Answer::Nothing,
+        Request::IAmAt(req) => iamat::execute(node, req),
+        Request::WhatsAt(req) => whatsat::execute(node, line, req),
+        Request::At(_) | Request::Peer(_) | Request::Invalid => Answer::Ready(invalid_answer(line)),
+    }
+}

@@ -1,0 +1,229 @@
+//! One client connection: read lines, run them, write answers in request order.
+//!
+//! Requests are pipelined: each line's ordering-sensitive work runs as it is read, and its
+//! answer (which may wait for a flush or a places lookup) joins an ordered queue of at most
+//! `max_in_flight`. Answers are written whole, one `write_all` each, in request order. When
+//! the queue is full, or an answer cannot be written because the client is not reading, the
+//! loop stops reading: a client can never make the node buffer without bound.
+//!
+//! The connection closes on EOF (after answering everything, including an unterminated last
+//! line), on an I/O error, when idle too long, or when a started line takes too long to
+//! finish. A bad request never closes it.
+//!
+//! A connection that opens with `HERD HELLO` may become a peer link; see [`crate::peer`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::cmd::{execute, Answer};
+use crate::logging::Escaped;
+use crate::node::Node;
+use crate::peer::handshake::{self, Accepted};
+use crate::peer::Session;
+use crate::protocol::frame::{Frame, LineCodec};
+use crate::protocol::request::{invalid_answer, parse, PeerLine, Request};
+
+type Pending = FuturesOrdered<futures::future::BoxFuture<'static, Option<Vec<u8>>>>;
+
+/// What woke the connection loop.
+enum Step {
+    Answer(Option<Vec<u8>>),
+    Frame(Option<std::io::Result<Frame>>),
+    Timer,
+    Shutdown,
+}
+
+/// Serves one client until it leaves, misbehaves past a limit, or the node shuts down.
+pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let limits = node.config().limits.clone();
+    let mut conn = Connection {
+        reader: FramedRead::new(rd, LineCodec::new(limits.max_line_bytes)),
+        writer: wr,
+        pending: FuturesOrdered::new(),
+        remote,
+    };
+    let idle = limits.idle_timeout();
+    let line_deadline = limits.line_timeout().min(idle);
+    let mut last_line = Instant::now();
+    let mut eof = false;
+    let reason = loop {
+        if eof && conn.pending.is_empty() {
+            break "done";
+        }
+        let check_at = if conn.reader.read_buffer().is_empty() {
+            last_line + idle
+        } else {
+            last_line + line_deadline
+        };
+        let step = tokio::select! {
+            Some(answer) = conn.pending.next(), if !conn.pending.is_empty() => Step::Answer(answer),
+            frame = conn.reader.next(), if !eof && conn.pending.len() < limits.max_in_flight => Step::Frame(frame),
+            _ = tokio::time::sleep_until(check_at), if !eof => Step::Timer,
+            _ = shutdown.cancelled(), if !eof => Step::Shutdown,
+        };
+        match step {
+            Step::Answer(None) => break "the store failed",
+            Step::Answer(Some(answer)) => {
+                if conn.write(&answer).await.is_err() {
+                    break "write failed";
+                }
+            }
+            Step::Frame(Some(Ok(Frame::Line(line)))) => {
+                last_line = Instant::now();
+                tracing::info!(dir = "in", line = %Escaped(&line));
+                let request = parse(&line);
+                if let Request::Peer(PeerLine::Hello {
+                    dialer,
+                    listener,
+                    nonce,
+                }) = request
+                {
+                    conn = match conn
+                        .try_peer(&node, &line, &dialer, &listener, &nonce)
+                        .await
+                    {
+                        Ok(PeerOutcome::Refused(conn)) => conn,
+                        Ok(PeerOutcome::Linked(session)) => {
+                            node.links().hand_over(session).await;
+                            return;
+                        }
+                        Err(why) => {
+                            tracing::debug!(reason = why, "connection closed");
+                            return;
+                        }
+                    };
+                    continue;
+                }
+                match execute(&node, &line, request) {
+                    Answer::Nothing => {}
+                    Answer::Ready(answer) => conn
+                        .pending
+                        .push_back(Box::pin(async move { Some(answer) })),
+                    Answer::Later(future) => conn.pending.push_back(future),
+                }
+            }
+            Step::Frame(Some(Ok(Frame::TooLong { start, length }))) => {
+                last_line = Instant::now();
+                tracing::warn!(length, limit = limits.max_line_bytes, start = %Escaped(&start[..start.len().min(64)]), "line too long; discarded");
+                let answer = invalid_answer(&start);
+                conn.pending
+                    .push_back(Box::pin(async move { Some(answer) }));
+            }
+            Step::Frame(Some(Err(_))) => break "read failed",
+            Step::Frame(None) | Step::Shutdown => eof = true,
+            Step::Timer => {
+                let now = Instant::now();
+                if now >= last_line + idle {
+                    tracing::info!(idle_secs = idle.as_secs(), "closing an idle connection");
+                    break "idle";
+                }
+                if !conn.reader.read_buffer().is_empty() && now >= last_line + line_deadline {
+                    tracing::warn!(
+                        secs = line_deadline.as_secs(),
+                        "closing a connection whose line did not complete in time"
+                    );
+                    break "line too slow";
+                }
+            }
+        }
+    };
+    // Answer whatever was read before an orderly end; drop it after a failure.
+    if matches!(reason, "idle" | "line too slow") {
+        conn.drain().await;
+    }
+    let _ = conn.writer.shutdown().await;
+    tracing::debug!(reason, "connection closed");
+}
+
+/// The end of a `HERD HELLO`.
+enum PeerOutcome {
+    /// Refused: the connection carries on as a client's.
+    Refused(Connection),
+    /// Accepted: the connection is now a peer link.
+    Linked(Session),
+}
+
+struct Connection {
+    reader: FramedRead<OwnedReadHalf, LineCodec>,
+    writer: OwnedWriteHalf,
+    pending: Pending,
+    remote: SocketAddr,
+}
+
+impl Connection {
+    async fn write(&mut self, answer: &[u8]) -> std::io::Result<()> {
+        tracing::info!(dir = "out", line = %Escaped(answer.strip_suffix(b"\n").unwrap_or(answer)));
+        self.writer.write_all(answer).await
+    }
+
+    /// Writes every pending answer, in order, with a bound on how long that may take.
+    async fn drain(&mut self) {
+        let drain = async {
+            while let Some(answer) = self.pending.next().await {
+                let Some(answer) = answer else { return };
+                if self.write(&answer).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    }
+
+    /// Handles `HERD HELLO`: answers everything before it, then runs the listener's side of the
+    /// handshake.
+    async fn try_peer(
+        mut self,
+        node: &Node,
+        line: &Bytes,
+        dialer: &str,
+        listener: &str,
+        nonce: &Bytes,
+    ) -> Result<PeerOutcome, &'static str> {
+        self.drain().await;
+        let timeout = Duration::from_millis(node.config().peers.connect_timeout_ms);
+        let accepted = handshake::accept(
+            node.name(),
+            line,
+            dialer,
+            listener,
+            nonce,
+            node.is_linked(dialer),
+            node.config().secret.as_deref(),
+            self.remote,
+            &mut self.reader,
+            &mut self.writer,
+            timeout,
+        )
+        .await;
+        match accepted {
+            Ok(Accepted::Refused) => Ok(PeerOutcome::Refused(self)),
+            Ok(Accepted::Link(peer)) => {
+                let limit = handshake::peer_line_limit(node.config().limits.max_line_bytes);
+                let reader = self.reader.map_decoder(|_| LineCodec::new(limit));
+                Ok(PeerOutcome::Linked(Session {
+                    peer,
+                    dialer: dialer.to_owned(),
+                    addr: self.remote,
+                    reader,
+                    writer: self.writer,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(peer = %Escaped(dialer.as_bytes()), error = %e, "peer handshake failed");
+                Err("peer handshake failed")
+            }
+        }
+    }
+}

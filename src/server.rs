@@ -1,0 +1,158 @@
+//! `herd serve`: start one node and run it until the shutdown future resolves.
+//!
+//! Start-up order is what the promises need: bind the listening socket first (clients can
+//! connect within milliseconds), then open the store, start the committer and the link
+//! actors, and announce readiness. On shutdown: stop accepting, let connections answer what
+//! they have read, stop the links, flush the store.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::peer::{link, Links};
+use crate::places::Places;
+use crate::store::Store;
+
+/// How long shutdown waits for connections and links to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `herd serve` needs.
+pub struct ServeOptions {
+    pub name: String,
+    pub config: Config,
+    pub state_dir: PathBuf,
+    /// Bind this instead of the listed address.
+    pub listen: Option<String>,
+}
+
+/// Runs a node until `shutdown` resolves; returns once the store is flushed.
+pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let ServeOptions {
+        name,
+        config,
+        state_dir,
+        listen,
+    } = opts;
+    let listed = config.addr(&name)?.to_owned();
+    let addr = listen.unwrap_or_else(|| listed.clone());
+    let listener = TcpListener::bind(&addr).await.map_err(|e| Error::Address {
+        addr: addr.clone(),
+        message: format!("cannot listen: {e}"),
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("read the listening address", e))?;
+
+    let store_dir = state_dir.clone();
+    let cache_mib = config.store.cache_mib;
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, cache_mib))
+        .await
+        .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
+    let places = Places::new(&config.places)?;
+    if config.secret.is_none() {
+        tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");
+    }
+
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    match config.store.durability {
+        Durability::Flush => {
+            tasks.spawn(store.clone().run_committer(stop.clone()));
+        }
+        Durability::None => {
+            let every = Duration::from_millis(config.store.flush_every_ms.max(1));
+            tasks.spawn(store.clone().run_periodic_flush(every, stop.clone()));
+        }
+    }
+    let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue);
+    let max_connections = config.limits.max_connections;
+    let node = Node::new(name.clone(), config, store.clone(), places, links);
+    for inbox in inboxes {
+        let span = tracing::info_span!("link", peer = %inbox.peer);
+        tasks.spawn(link::run(node.clone(), inbox, stop.clone()).instrument(span));
+    }
+
+    tracing::info!(target: "herd::ready", server = %name, listen = %local, store = %store.path().display(), records = store.len(), "ready");
+
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let ids = AtomicU64::new(0);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        tracing::warn!(%remote, limit = max_connections, "connection limit reached; refusing");
+                        drop(stream);
+                        continue;
+                    };
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let span = tracing::info_span!("conn", id, %remote);
+                    let (node, stop) = (node.clone(), stop.clone());
+                    connections.spawn(
+                        async move {
+                            crate::connection::serve(node, stream, remote, stop).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(e) => {
+                    // Out of file descriptors, typically: back off rather than spin.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    tracing::info!(server = %name, "shutting down");
+    drop(listener);
+    stop.cancel();
+    connections.close();
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, async {
+        connections.wait().await;
+        tasks.wait().await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("some connections did not finish in time");
+    }
+    let flushing = store.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .map_err(|e| Error::io("flush the store", std::io::Error::other(e)))??;
+    tracing::info!(server = %name, "stopped; store flushed");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
