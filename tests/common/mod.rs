@@ -1,0 +1,333 @@
+//! The integration-test harness: real `herd` processes on loopback ports, each with its own
+//! state and log directory under one temporary directory, killed when the harness drops.
+//!
+//! Tests wait for conditions with deadlines ([`eventually`]), never for fixed sleeps.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+/// The classic five-server topology.
+pub const FIVE: [&str; 5] = ["Bailey", "Bona", "Campbell", "Clark", "Jaquez"];
+pub const FIVE_LINKS: [(&str, &str); 6] = [
+    ("Clark", "Jaquez"),
+    ("Clark", "Bona"),
+    ("Campbell", "Bailey"),
+    ("Campbell", "Bona"),
+    ("Campbell", "Jaquez"),
+    ("Bona", "Bailey"),
+];
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
+pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running node process.
+pub struct Node {
+    pub child: Child,
+    /// Everything the node printed on stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+/// A herd of node processes described by one config file.
+pub struct Herd {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    /// Listed address of every server.
+    pub addrs: BTreeMap<String, String>,
+    /// Where each node actually listens, if not its listed address (`--listen`).
+    pub listen: BTreeMap<String, String>,
+    pub env: Vec<(String, String)>,
+    pub nodes: BTreeMap<String, Node>,
+}
+
+impl Herd {
+    /// A herd of `names` linked by `links`, with `extra` TOML appended to the config.
+    pub fn new(names: &[&str], links: &[(&str, &str)], extra: &str) -> Herd {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: BTreeMap<String, String> = names
+            .iter()
+            .map(|n| (n.to_string(), format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let herd = Herd {
+            config: dir.path().join("herd.toml"),
+            dir,
+            addrs,
+            listen: BTreeMap::new(),
+            env: Vec::new(),
+            nodes: BTreeMap::new(),
+        };
+        herd.write_config(links, extra);
+        herd
+    }
+
+    /// The default five-server herd on fresh ports.
+    pub fn five(extra: &str) -> Herd {
+        Herd::new(&FIVE, &FIVE_LINKS, extra)
+    }
+
+    pub fn write_config(&self, links: &[(&str, &str)], extra: &str) {
+        let mut text = String::from("links = [");
+        for (a, b) in links {
+            text.push_str(&format!("[{a:?}, {b:?}], "));
+        }
+        text.push_str("]\n");
+        text.push_str(extra);
+        text.push_str("\n[servers]\n");
+        for (name, addr) in &self.addrs {
+            text.push_str(&format!("{name} = {addr:?}\n"));
+        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("state").join(name)
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_dir().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Where clients reach `name` (its `--listen` address if it has one).
+    pub fn addr(&self, name: &str) -> String {
+        self.listen.get(name).unwrap_or(&self.addrs[name]).clone()
+    }
+
+    /// The command that starts `name`.
+    pub fn command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(HERD);
+        cmd.arg("serve")
+            .arg(name)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.state_dir(name))
+            .arg("--log-dir")
+            .arg(self.log_dir())
+            .current_dir(self.dir.path())
+            .env_remove("HERD_SECRET")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(listen) = self.listen.get(name) {
+            cmd.arg("--listen").arg(listen);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts `name` and waits for its readiness line.
+    pub fn start(&mut self, name: &str) {
+        let node = spawn(self.command(name));
+        wait_ready(&node, name);
+        self.nodes.insert(name.to_owned(), node);
+    }
+
+    /// Starts every server, then waits until each is ready.
+    pub fn start_all(&mut self) {
+        let names: Vec<String> = self.addrs.keys().cloned().collect();
+        for name in &names {
+            let node = spawn(self.command(name));
+            self.nodes.insert(name.clone(), node);
+        }
+        for name in &names {
+            wait_ready(&self.nodes[name], name);
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut node) = self.nodes.remove(name) {
+            node.child.kill().unwrap();
+            node.child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(&mut self, name: &str) -> ExitStatus {
+        let mut node = self.nodes.remove(name).expect("running");
+        signal(&node.child, libc::SIGTERM);
+        wait_with_deadline(&mut node.child, Duration::from_secs(20))
+            .expect("node did not stop on SIGTERM")
+    }
+
+    pub fn stderr(&self, name: &str) -> String {
+        self.nodes[name].stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `bytes`, half-closes, and reads the whole answer.
+    pub fn ask(&self, name: &str, bytes: &[u8]) -> Vec<u8> {
+        ask(&self.addr(name), bytes)
+    }
+
+    /// The answer to a WHATSAT for `client` at `name`: its AT line, or `None` for `? `.
+    pub fn at_line(&self, name: &str, client: &str) -> Option<String> {
+        let answer = self.ask(name, format!("WHATSAT {client} 10 1\n").as_bytes());
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if text.starts_with("AT ") {
+            Some(text.lines().next().unwrap().to_owned())
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+    }
+}
+
+pub fn spawn(mut cmd: Command) -> Node {
+    let mut child = cmd.spawn().expect("start herd");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let pipe = child.stderr.take().unwrap();
+    let sink = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    Node { child, stderr }
+}
+
+fn wait_ready(node: &Node, name: &str) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{name} to announce readiness"),
+        || node.stderr.lock().unwrap().contains(" ready "),
+    );
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+pub fn wait_with_deadline(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Connects to `addr`, sends `bytes`, half-closes and reads until the server closes.
+pub fn ask(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(bytes).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("read from {addr}: {e}"));
+    out
+}
+
+/// A persistent client connection that reads one answer at a time.
+pub struct Client {
+    pub stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        Client {
+            stream: BufReader::new(s),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Reads one line, with its newline.
+    pub fn line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.stream.read_until(b'\n', &mut line).unwrap();
+        line
+    }
+
+    /// Sends an IAMAT and returns its answer line (without newline).
+    pub fn iamat(&mut self, client: &str, location: &str, timestamp: &str) -> String {
+        self.send(format!("IAMAT {client} {location} {timestamp}\n").as_bytes());
+        String::from_utf8(self.line())
+            .unwrap()
+            .trim_end_matches('\n')
+            .to_owned()
+    }
+}
+
+/// The current time as the protocol writes it.
+pub fn now_ts() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// Runs `herd inspect --format json` on a state dir and returns one JSON value per record.
+pub fn inspect(state_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(HERD)
+        .args(["inspect", "--format", "json", "--state-dir"])
+        .arg(state_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
