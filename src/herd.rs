@@ -66,7 +66,11 @@ mod tests {
         // Equal as f64, different as (seconds, nanoseconds).
         let a = report("AT A +0.000000000 kiwi +1+2 1621464827.959498503");
         let b = report("AT A +0.000000000 kiwi +1+2 1621464827.959498504");
-        let as_float = |t: &Report| format!("{}.{:09}", t.timestamp.secs, t.timestamp.nanos).parse::<f64>().unwrap();
+        let as_float = |t: &Report| {
+            format!("{}.{:09}", t.timestamp.secs, t.timestamp.nanos)
+                .parse::<f64>()
+                .unwrap()
+        };
         assert_eq!(as_float(&a), as_float(&b));
         assert_eq!(decide(Some(&a), &b), Decision::Replace);
         // Equal exactly, written differently: a tie, broken deterministically.
