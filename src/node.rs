@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::herd::forward_targets;
+use crate::herd::{forward_targets, Origin};
 use crate::peer::Links;
 use crate::places::Places;
 use crate::report::Report;
@@ -68,11 +68,12 @@ impl Node {
 
     /// Offers a report to the store; if it wins, queues it for every linked server but the one
     /// it came from. The forward is queued before this returns, so before any answer.
-    pub fn accept(&self, report: Report, came_from: Option<&str>) -> Result<Merged> {
+    pub fn accept(&self, report: Report, came_from: Option<Origin<'_>>) -> Result<Merged> {
         let merged = self.inner.store.merge(&report, came_from)?;
         if let Merged::Stored(_) = merged {
             let report = Arc::new(report);
-            for peer in forward_targets(self.inner.config.peers_of(&self.inner.name), came_from) {
+            let from = came_from.map(|o| o.peer);
+            for peer in forward_targets(self.inner.config.peers_of(&self.inner.name), from) {
                 self.inner.links.forward(peer, &report);
             }
         }

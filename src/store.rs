@@ -32,7 +32,7 @@ use herd_migrations::{codec, Record, CHANGES_TREE, CURSORS_TREE, EPOCH_KEY};
 use tokio::sync::{watch, Notify};
 
 use crate::error::{Error, Result};
-use crate::herd::{decide, Decision};
+use crate::herd::{decide, Decision, Origin};
 use crate::protocol::location::Location;
 use crate::protocol::number::{TimeDiff, Timestamp};
 use crate::report::Report;
@@ -48,8 +48,19 @@ pub struct Stored {
     pub received: Timestamp,
     /// The change sequence number of the write that stored it here.
     pub seq: u64,
-    /// The peer this node learned it from, if any.
+    /// The peer this node learned it from, if any, and that peer's incarnation then.
     pub learned_from: Option<String>,
+    pub learned_incarnation: u64,
+}
+
+impl Stored {
+    /// Where this node learned the record, as the herd logic takes it.
+    pub fn origin(&self) -> Option<Origin<'_>> {
+        self.learned_from.as_deref().map(|peer| Origin {
+            peer,
+            incarnation: self.learned_incarnation,
+        })
+    }
 }
 
 /// What [`Store::merge`] did with a report.
@@ -78,6 +89,7 @@ struct Inner {
     changes: sled::Tree,
     cursors: sled::Tree,
     epoch: u128,
+    incarnation: u64,
     /// Held for the read-decide-write of one merge; never across an `.await`.
     next_seq: Mutex<u64>,
     /// Writes made so far, numbered; a [`Commit`] names one.
@@ -145,6 +157,7 @@ impl Store {
                 changes,
                 cursors,
                 epoch,
+                incarnation: rand::random::<u64>().max(1),
                 next_seq: Mutex::new(boot << SEQ_BOOT_SHIFT),
                 written: AtomicU64::new(0),
                 flushed,
@@ -162,6 +175,11 @@ impl Store {
     /// This store's history: drawn when it was created.
     pub fn epoch(&self) -> u128 {
         self.inner.epoch
+    }
+
+    /// A random number drawn when this store was opened: it names this run of the node.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
     }
 
     /// The number of client records.
@@ -188,7 +206,7 @@ impl Store {
     }
 
     /// Offers a report; it is written only if it wins against the stored record.
-    pub fn merge(&self, report: &Report, learned_from: Option<&str>) -> Result<Merged> {
+    pub fn merge(&self, report: &Report, learned_from: Option<Origin<'_>>) -> Result<Merged> {
         let inner = &self.inner;
         let mut next_seq = inner.next_seq.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.get(&report.client)?;
@@ -211,7 +229,8 @@ impl Store {
             received_nanos: received.nanos,
             at: report.at_line(),
             seq,
-            learned_from: learned_from.map(str::to_owned),
+            learned_from: learned_from.map(|o| o.peer.to_owned()),
+            learned_incarnation: learned_from.map_or(0, |o| o.incarnation),
         };
         let value = codec::encode(&record).map_err(|e| Error::store(&inner.path, e))?;
         // The record and its change-log entry go in together; sled applies a tree's batch
@@ -411,6 +430,7 @@ fn decode_record(client: &[u8], value: &[u8]) -> std::result::Result<Stored, Str
         },
         seq: r.seq,
         learned_from: r.learned_from,
+        learned_incarnation: r.learned_incarnation,
     })
 }
 
@@ -532,8 +552,12 @@ mod tests {
         };
         store.durable(c).await.unwrap();
         let seq = store.last_seq().unwrap();
-        assert_eq!(store.merge(&old, Some("B")).unwrap(), Merged::Stale);
-        assert_eq!(store.merge(&new, Some("B")).unwrap(), Merged::Stale);
+        let b = Some(Origin {
+            peer: "B",
+            incarnation: 1,
+        });
+        assert_eq!(store.merge(&old, b).unwrap(), Merged::Stale);
+        assert_eq!(store.merge(&new, b).unwrap(), Merged::Stale);
         assert_eq!(
             store.last_seq().unwrap(),
             seq,

@@ -25,8 +25,8 @@
 //! # Versions
 //!
 //! - **1**: the first format ([`v1::Record`]).
-//! - **2**: adds the receiving server's clock as its own field and the peer a record was learned
-//!   from ([`v2::Record`]).
+//! - **2**: adds the receiving server's clock as its own field, and the peer (and that peer's
+//!   incarnation) a record was learned from ([`v2::Record`]).
 //!
 //! # Upgrades
 //!
@@ -104,6 +104,9 @@ pub mod v2 {
         /// The peer this server learned the record from; `None` if a client reported it here
         /// or it came from a store upgraded from format 1.
         pub learned_from: Option<String>,
+        /// The incarnation (a random number drawn at each start) of that peer's process when
+        /// it sent the record; 0 if unknown.
+        pub learned_incarnation: u64,
     }
 
     impl From<v1::Record> for Record {
@@ -126,6 +129,7 @@ pub mod v2 {
                 at: r.at,
                 seq: r.seq,
                 learned_from: None,
+                learned_incarnation: 0,
             }
         }
     }

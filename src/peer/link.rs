@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::{dial, HandshakeError};
 use super::sync::{pull_line, Serve};
 use super::{LinkInbox, Session};
+use crate::herd::Origin;
 use crate::logging::Escaped;
 use crate::node::Node;
 use crate::protocol::frame::Frame;
@@ -28,7 +29,11 @@ use crate::store::Merged;
 /// What the reader tells the writer.
 enum Event {
     /// The peer asks for our changes after its cursor.
-    Pull { epoch: u128, seq: u64 },
+    Pull {
+        epoch: u128,
+        seq: u64,
+        incarnation: u64,
+    },
     /// Our last PULL has been answered completely.
     PullDone,
 }
@@ -154,7 +159,7 @@ async fn run_session(
     let mut buf = Vec::with_capacity(64 * 1024);
 
     let end = 'session: {
-        let first = pull_line(store.cursor(&peer).unwrap_or(None));
+        let first = pull_line(store.cursor(&peer).unwrap_or(None), store.incarnation());
         tracing::info!(peer = %peer, request = first.trim_end(), "sync requested");
         if let Err(e) = write_flush(&mut out, first.as_bytes()).await {
             break 'session End::Dropped(e.to_string());
@@ -177,11 +182,11 @@ async fn run_session(
                     break 'session End::Dropped(why);
                 }
                 Some(event) = events.recv() => match event {
-                    Event::Pull { epoch, seq } => {
+                    Event::Pull { epoch, seq, incarnation } => {
                         if serving.is_some() {
                             tracing::warn!(peer = %peer, "ignoring a PULL while one is being answered");
                         } else {
-                            serving = Some(Serve::start(store.epoch(), epoch, seq));
+                            serving = Some(Serve::start(store.epoch(), &peer, (epoch, seq), incarnation));
                         }
                     }
                     Event::PullDone => pull_pending = false,
@@ -200,7 +205,7 @@ async fn run_session(
                     let serve = serving.as_mut().expect("checked");
                     match serve.step(&store, &mut buf) {
                         Ok(true) => {
-                            tracing::info!(peer = %peer, sent = serve.sent, incremental = serve.incremental, "sync served");
+                            tracing::info!(peer = %peer, sent = serve.sent, skipped = serve.skipped, incremental = serve.incremental, "sync served");
                             serving = None;
                         }
                         Ok(false) => {}
@@ -212,7 +217,7 @@ async fn run_session(
                 }
                 _ = sync_tick.tick() => {
                     if !pull_pending {
-                        let line = pull_line(store.cursor(&peer).unwrap_or(None));
+                        let line = pull_line(store.cursor(&peer).unwrap_or(None), store.incarnation());
                         tracing::debug!(peer = %peer, request = line.trim_end(), "periodic sync requested");
                         buf.extend_from_slice(line.as_bytes());
                         pull_pending = true;
@@ -255,6 +260,8 @@ async fn read_peer(
 ) -> String {
     let mut received = 0u64;
     let mut applied = 0u64;
+    // The peer names its incarnation in its first PULL, which it sends before anything else.
+    let mut peer_incarnation = 0u64;
     loop {
         let line = match reader.next().await {
             Some(Ok(Frame::Line(line))) => line,
@@ -268,7 +275,11 @@ async fn read_peer(
         match parse(&line) {
             Request::At(report) => {
                 received += 1;
-                match node.accept(report, Some(&peer)) {
+                let origin = Origin {
+                    peer: &peer,
+                    incarnation: peer_incarnation,
+                };
+                match node.accept(report, Some(origin)) {
                     Ok(Merged::Stored(_)) => applied += 1,
                     Ok(Merged::Stale) => {}
                     Err(e) => {
@@ -276,9 +287,22 @@ async fn read_peer(
                     }
                 }
             }
-            Request::Peer(PeerLine::Pull { epoch, seq }) => {
+            Request::Peer(PeerLine::Pull {
+                epoch,
+                seq,
+                incarnation,
+            }) => {
+                peer_incarnation = incarnation;
                 tracing::info!(peer = %peer, epoch = format_args!("{epoch:x}"), seq, "sync asked of us");
-                if events.send(Event::Pull { epoch, seq }).await.is_err() {
+                if events
+                    .send(Event::Pull {
+                        epoch,
+                        seq,
+                        incarnation,
+                    })
+                    .await
+                    .is_err()
+                {
                     return "session ended".to_owned();
                 }
             }

@@ -26,15 +26,16 @@
 //! of the stores.
 
 use crate::error::Result;
+use crate::herd::peer_already_has;
 use crate::store::Store;
 
 /// Records sent per step, between which live floods and reads proceed.
 pub const BATCH: usize = 256;
 
-/// The PULL line a puller sends for its cursor.
-pub fn pull_line(cursor: Option<(u128, u64)>) -> String {
+/// The PULL line a puller running as `incarnation` sends for its cursor.
+pub fn pull_line(cursor: Option<(u128, u64)>, incarnation: u64) -> String {
     let (epoch, seq) = cursor.unwrap_or((0, 0));
-    format!("SYNC PULL {epoch:x} {seq}\n")
+    format!("SYNC PULL {epoch:x} {seq} {incarnation:x}\n")
 }
 
 /// A PULL being answered.
@@ -42,20 +43,28 @@ pub fn pull_line(cursor: Option<(u128, u64)>) -> String {
 pub struct Serve {
     epoch: u128,
     after: u64,
+    /// The puller, and the incarnation it is running as.
+    peer: String,
+    incarnation: u64,
     /// Records sent so far.
     pub sent: u64,
+    /// Records left out because the puller's own process sent them here.
+    pub skipped: u64,
     /// Whether the puller's cursor matched this store (an incremental sync).
     pub incremental: bool,
 }
 
 impl Serve {
-    /// Starts answering a PULL for `(asked_epoch, asked_seq)` from the store of `epoch`.
-    pub fn start(epoch: u128, asked_epoch: u128, asked_seq: u64) -> Serve {
-        let incremental = asked_epoch == epoch;
+    /// Starts answering `peer`'s PULL for `(asked_epoch, asked_seq)` from the store of `epoch`.
+    pub fn start(epoch: u128, peer: &str, asked: (u128, u64), incarnation: u64) -> Serve {
+        let incremental = asked.0 == epoch;
         Serve {
             epoch,
-            after: if incremental { asked_seq } else { 0 },
+            after: if incremental { asked.1 } else { 0 },
+            peer: peer.to_owned(),
+            incarnation,
             sent: 0,
+            skipped: 0,
             incremental,
         }
     }
@@ -64,15 +73,18 @@ impl Serve {
     pub fn step(&mut self, store: &Store, out: &mut Vec<u8>) -> Result<bool> {
         let batch = store.changes_after(self.after, BATCH)?;
         for stored in &batch {
+            self.after = stored.seq;
+            if peer_already_has(stored.origin(), &self.peer, self.incarnation) {
+                self.skipped += 1;
+                continue;
+            }
             out.extend_from_slice(&stored.report.at_line());
             out.push(b'\n');
-            self.after = stored.seq;
+            self.sent += 1;
         }
-        self.sent += batch.len() as u64;
         if batch.len() < BATCH {
-            out.extend_from_slice(
-                format!("SYNC DONE {:x} {}\n", self.epoch, self.after).as_bytes(),
-            );
+            let done = format!("SYNC DONE {:x} {}\n", self.epoch, self.after);
+            out.extend_from_slice(done.as_bytes());
             return Ok(true);
         }
         Ok(false)
@@ -93,7 +105,7 @@ mod tests {
     }
 
     fn serve_all(store: &Store, asked: (u128, u64)) -> (String, Serve) {
-        let mut s = Serve::start(store.epoch(), asked.0, asked.1);
+        let mut s = Serve::start(store.epoch(), "B", asked, 7);
         let mut out = Vec::new();
         while !s.step(store, &mut out).unwrap() {}
         (String::from_utf8(out).unwrap(), s)
@@ -133,8 +145,36 @@ mod tests {
     }
 
     #[test]
+    fn records_the_pulling_process_sent_are_not_echoed_back_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let Request::At(r) = parse(&Bytes::from_static(b"AT B +0.000000000 fromb +1+2 1")) else {
+            panic!()
+        };
+        let b7 = crate::herd::Origin {
+            peer: "B",
+            incarnation: 7,
+        };
+        store.merge(&r, Some(b7)).unwrap();
+        merge(&store, "AT A +0.000000000 local +1+2 1");
+        // The same process of B already has its own report.
+        let (text, s) = serve_all(&store, (store.epoch(), 0));
+        assert_eq!((s.sent, s.skipped), (1, 1));
+        assert!(text.starts_with("AT A +0.000000000 local"), "{text}");
+        // B restarted (another incarnation): it may have lost it, so it gets it again.
+        let mut again = Serve::start(store.epoch(), "B", (store.epoch(), 0), 8);
+        let mut out = Vec::new();
+        while !again.step(&store, &mut out).unwrap() {}
+        assert_eq!((again.sent, again.skipped), (2, 0));
+        // Another peer gets everything.
+        let mut other = Serve::start(store.epoch(), "C", (store.epoch(), 0), 7);
+        while !other.step(&store, &mut out).unwrap() {}
+        assert_eq!(other.sent, 2);
+    }
+
+    #[test]
     fn pull_lines_name_the_cursor() {
-        assert_eq!(pull_line(None), "SYNC PULL 0 0\n");
-        assert_eq!(pull_line(Some((255, 7))), "SYNC PULL ff 7\n");
+        assert_eq!(pull_line(None, 1), "SYNC PULL 0 0 1\n");
+        assert_eq!(pull_line(Some((255, 7)), 255), "SYNC PULL ff 7 ff\n");
     }
 }

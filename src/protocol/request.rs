@@ -58,8 +58,13 @@ pub enum PeerLine {
     Proof { mac: Bytes },
     /// `HERD WELCOME`: the link is established.
     Welcome,
-    /// `SYNC PULL <epoch> <seq>`: send me your changes after `seq` of store `epoch`.
-    Pull { epoch: u128, seq: u64 },
+    /// `SYNC PULL <epoch> <seq> <incarnation>`: send me your changes after `seq` of store
+    /// `epoch`; I am the process `incarnation` (all three hex but `seq`).
+    Pull {
+        epoch: u128,
+        seq: u64,
+        incarnation: u64,
+    },
     /// `SYNC DONE <epoch> <seq>`: every change up to `seq` of store `epoch` has been sent.
     Done { epoch: u128, seq: u64 },
 }
@@ -130,9 +135,10 @@ fn parse_peer(f: &[Bytes]) -> Option<PeerLine> {
         },
         (b"HERD", [p, mac]) if &p[..] == b"PROOF" => PeerLine::Proof { mac: token(mac)? },
         (b"HERD", [w]) if &w[..] == b"WELCOME" => PeerLine::Welcome,
-        (b"SYNC", [p, e, s]) if &p[..] == b"PULL" => PeerLine::Pull {
+        (b"SYNC", [p, e, s, i]) if &p[..] == b"PULL" => PeerLine::Pull {
             epoch: epoch(e)?,
             seq: number(s)?,
+            incarnation: u64::try_from(epoch(i)?).ok()?,
         },
         (b"SYNC", [d, e, s]) if &d[..] == b"DONE" => PeerLine::Done {
             epoch: epoch(e)?,
@@ -258,8 +264,10 @@ mod tests {
             b"AT Clark +0.100000000 kiwi +1+2 3x",
             b"HERD HELLO a b",
             b"HERD HELLO a b zz",
-            b"SYNC PULL x 1",
-            b"SYNC PULL 1 -1",
+            b"SYNC PULL x 1 1",
+            b"SYNC PULL 1 -1 1",
+            b"SYNC PULL 1 1",
+            b"SYNC PULL 1 1 10000000000000000",
             b"SYNC NOPE 1 1",
         ] {
             assert_eq!(
@@ -299,10 +307,11 @@ mod tests {
         );
         assert_eq!(p(b"HERD WELCOME"), Request::Peer(PeerLine::Welcome));
         assert_eq!(
-            p(b"SYNC PULL ff 12"),
+            p(b"SYNC PULL ff 12 a"),
             Request::Peer(PeerLine::Pull {
                 epoch: 255,
-                seq: 12
+                seq: 12,
+                incarnation: 10
             })
         );
         assert_eq!(
