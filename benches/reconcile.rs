@@ -159,15 +159,13 @@ fn main() {
     println!();
     println!("| stores | differing clients | records sent | bytes sent (both ways) | time | bytes vs full sync |");
     println!("|---|---|---|---|---|---|");
-    let mut stamp = 1_700_000_001;
-    for diff in [0usize, 1_000, 100_000] {
+    for (stamp, diff) in (1_700_000_001..).zip([0usize, 1_000, 100_000]) {
         let diff = diff.min(n);
         // Spread the changed clients over the whole key space.
         let step = (n / diff.max(1)).max(1);
         for k in 0..diff {
             a.merge(&report((k * step) % n, stamp), None).unwrap();
         }
-        stamp += 1;
         let (ab_bytes, ab_records, ab_time) = pull(&b, "B", &a, "A");
         let (ba_bytes, ba_records, ba_time) = pull(&a, "A", &b, "B");
         let bytes = ab_bytes + ba_bytes;
