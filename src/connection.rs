@@ -57,16 +57,14 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
     let idle = limits.idle_timeout();
     let line_deadline = limits.line_timeout().min(idle);
     let mut last_line = Instant::now();
+    // First check whether a started line is overdue, then (if nothing was pending then)
+    // whether the connection has gone idle.
+    let mut check_at = last_line + line_deadline;
     let mut eof = false;
     let reason = loop {
         if eof && conn.pending.is_empty() {
             break "done";
         }
-        let check_at = if conn.reader.read_buffer().is_empty() {
-            last_line + idle
-        } else {
-            last_line + line_deadline
-        };
         let step = tokio::select! {
             Some(answer) = conn.pending.next(), if !conn.pending.is_empty() => Step::Answer(answer),
             frame = conn.reader.next(), if !eof && conn.pending.len() < limits.max_in_flight => Step::Frame(frame),
@@ -82,6 +80,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Ok(Frame::Line(line)))) => {
                 last_line = Instant::now();
+                check_at = last_line + line_deadline;
                 tracing::info!(dir = "in", line = %Escaped(&line));
                 let request = parse(&line);
                 if let Request::Peer(PeerLine::Hello {
@@ -116,6 +115,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Ok(Frame::TooLong { start, length }))) => {
                 last_line = Instant::now();
+                check_at = last_line + line_deadline;
                 tracing::warn!(length, limit = limits.max_line_bytes, start = %Escaped(&start[..start.len().min(64)]), "line too long; discarded");
                 let answer = invalid_answer(&start);
                 conn.pending
@@ -136,6 +136,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     );
                     break "line too slow";
                 }
+                check_at = last_line + idle;
             }
         }
     };

@@ -1,0 +1,223 @@
+//! Limits: what one client may cost a node. Each is exercised with real sockets, and memory is
+//! checked where the promise is about memory.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::*;
+
+fn node(extra: &str) -> Herd {
+    let mut herd = Herd::new(&["N"], &[], extra);
+    herd.start("N");
+    herd
+}
+
+fn pid(herd: &Herd) -> u32 {
+    herd.nodes["N"].child.id()
+}
+
+#[test]
+fn a_64_mib_line_is_refused_without_buffering_it() {
+    let herd = node("");
+    let before = rss_kib(pid(&herd));
+    let mut s = TcpStream::connect(herd.addr("N")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        s.write_all(&chunk).unwrap();
+    }
+    let during = rss_kib(pid(&herd));
+    s.write_all(b"\nIAMAT after +1+2 3\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8(answer).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("? {}", "x".repeat(256)),
+        "the start of the line is echoed"
+    );
+    assert!(
+        lines.next().unwrap().starts_with("AT N "),
+        "the connection goes on: {text:.400}"
+    );
+    assert!(
+        during < before + 16 * 1024,
+        "memory grew from {before} KiB to {during} KiB with one long line"
+    );
+    eventually(Duration::from_secs(5), "the limit to be logged", || {
+        herd.log("N").contains("line too long")
+    });
+}
+
+#[test]
+fn two_thousand_idle_connections_do_not_stop_a_new_client() {
+    let herd = node("");
+    let before = rss_kib(pid(&herd));
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(herd.addr("N")).unwrap())
+        .collect();
+    // Each has sent a partial line, so each holds a buffer.
+    for mut s in &idle {
+        s.write_all(b"IAMAT idle").unwrap();
+    }
+    let answer = herd.ask("N", b"IAMAT fresh +1+2 3\n");
+    assert!(
+        answer.starts_with(b"AT N "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let with_idle = rss_kib(pid(&herd));
+    eprintln!("resident memory: {before} KiB at rest, {with_idle} KiB with 2,000 idle connections");
+    assert!(
+        with_idle < before + 64 * 1024,
+        "2,000 idle connections cost {} KiB",
+        with_idle - before
+    );
+    drop(idle);
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_at_once_and_the_others_carry_on() {
+    let herd = node("[limits]\nmax_connections = 3\n");
+    let mut held: Vec<Client> = (0..3).map(|_| Client::connect(&herd.addr("N"))).collect();
+    // Make sure all three are accepted before the fourth arrives.
+    for (i, c) in held.iter_mut().enumerate() {
+        assert!(c
+            .iamat(&format!("held{i}"), "+1+2", "3")
+            .starts_with("AT N "));
+    }
+    let mut extra = TcpStream::connect(herd.addr("N")).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = extra.write_all(b"IAMAT extra +1+2 3\n");
+    let mut buf = Vec::new();
+    let _ = extra.read_to_end(&mut buf);
+    assert!(
+        buf.is_empty(),
+        "the excess connection must be closed unanswered"
+    );
+    assert!(
+        held[0].iamat("held0", "+1+2", "4").starts_with("AT N "),
+        "existing connections are unaffected"
+    );
+    eventually(Duration::from_secs(5), "the limit to be logged", || {
+        herd.log("N").contains("connection limit reached")
+    });
+    drop(held);
+    // Freed slots are reusable.
+    eventually(Duration::from_secs(5), "a slot to free up", || {
+        let mut s = TcpStream::connect(herd.addr("N")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"IAMAT again +1+2 3\n");
+        let mut b = [0u8; 4];
+        matches!(s.read(&mut b), Ok(4) if &b == b"AT N")
+    });
+}
+
+#[test]
+fn idle_connections_and_trickled_lines_are_closed() {
+    let herd = node("[limits]\nidle_timeout_secs = 1\nline_timeout_secs = 30\n");
+    let mut idle = TcpStream::connect(herd.addr("N")).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle.read(&mut buf).unwrap(),
+        0,
+        "an idle connection is closed"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the idle close to be logged",
+        || herd.log("N").contains("closing an idle connection"),
+    );
+    drop(herd);
+
+    let herd = node("[limits]\nidle_timeout_secs = 30\nline_timeout_secs = 1\n");
+
+    // One byte every 200 ms never completes a line within the deadline.
+    let mut slow = TcpStream::connect(herd.addr("N")).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let trickle = std::thread::spawn(move || {
+        let mut w = slow.try_clone().unwrap();
+        for b in b"IAMAT trickle +1+2 3".iter().cycle().take(100) {
+            if w.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut rest = Vec::new();
+        slow.read_to_end(&mut rest).map(|_| rest)
+    });
+    let rest = trickle.join().unwrap();
+    assert!(
+        matches!(rest, Ok(ref r) if r.is_empty()) || rest.is_err(),
+        "{rest:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the line deadline to be logged",
+        || herd.log("N").contains("did not complete in time"),
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_make_the_node_buffer_without_bound() {
+    let herd = node("");
+    let before = rss_kib(pid(&herd));
+    let s = TcpStream::connect(herd.addr("N")).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let request = b"IAMAT hog +1+2 3\n".repeat(1000);
+    let mut sent = 0usize;
+    // Keep writing until the node stops reading (the write times out), or 1 GiB.
+    while sent < (1 << 30) {
+        match w.write_all(&request) {
+            Ok(()) => sent += request.len(),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < (1 << 30),
+        "the node kept reading a client that never reads"
+    );
+    let during = rss_kib(pid(&herd));
+    eprintln!(
+        "non-reading client: node stopped reading after {} KiB; resident {before} -> {during} KiB",
+        sent / 1024
+    );
+    assert!(
+        during < before + 64 * 1024,
+        "memory grew from {before} KiB to {during} KiB"
+    );
+    // Others are still served.
+    assert!(herd.ask("N", b"IAMAT other +1+2 3\n").starts_with(b"AT N "));
+    drop(s);
+}
+
+#[test]
+fn garbage_bytes_and_nuls_are_answered_not_fatal() {
+    let herd = node("");
+    let answer = herd.ask(
+        "N",
+        b"\x00\x01\x02\xff\xfe\n\x00IAMAT a +1+2 3\nIAMAT ok +1+2 3\n",
+    );
+    let expected = b"? \x00\x01\x02\xff\xfe\n? \x00IAMAT a +1+2 3\n";
+    assert!(
+        answer.starts_with(expected),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(String::from_utf8_lossy(&answer)
+        .lines()
+        .nth(2)
+        .unwrap()
+        .starts_with("AT N "));
+}
