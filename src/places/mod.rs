@@ -1,10 +1,34 @@
 //! Where WHATSAT gets its places: one small provider interface, three providers (the offline
 //! dataset, Google's legacy Nearby Search, Places API (New)), and one cache in front of them.
+//!
+//! [`Places::nearby`] never fails and never hangs: whatever a provider does (time out, refuse,
+//! answer garbage), the caller gets a document in the protocol's shape, whose `status` and
+//! `error_message` say what happened (see [`document`]). The Google API key comes from the
+//! environment, is sent only to the configured endpoint, and never appears in a log, an error
+//! or an answer.
+//!
+//! - [`offline`]: the shipped dataset, loaded in the background and indexed in memory.
+//! - [`google`]: legacy Nearby Search, its document passed through.
+//! - [`google_new`]: Places API (New), translated into the legacy shape.
+//! - [`upstream`]: the HTTP client both Google providers share (timeout, concurrency bound,
+//!   error redaction).
+//! - [`cache`]: answers of the Google providers, shared across bounds, one upstream request
+//!   per distinct query at a time.
+
+pub mod document;
+pub mod offline;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use crate::protocol::location::Location;
 use crate::protocol::number::Radius;
+
+use document::{Document, Failure};
+use offline::Offline;
 
 /// `[places]` in the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -14,6 +38,18 @@ pub struct PlacesConfig {
     pub provider: String,
     /// The Google endpoint, for either google provider.
     pub google_url: Option<String>,
+    /// For the offline provider: a dataset file to use instead of the one compiled in (same
+    /// columns as `data/places.tsv.gz`, gzip'd or not). Relative to the working directory.
+    pub dataset: Option<PathBuf>,
+    /// How long a Google answer is reused, in seconds.
+    pub cache_ttl_secs: u64,
+    /// How many distinct queries' answers the cache holds.
+    pub cache_capacity: u64,
+    /// How long one upstream request may take, waiting for a free slot included, in
+    /// milliseconds. Past it the client gets an `UNKNOWN_ERROR` answer.
+    pub timeout_ms: u64,
+    /// How many upstream requests a node makes at once.
+    pub max_concurrent: usize,
 }
 
 impl Default for PlacesConfig {
@@ -21,6 +57,11 @@ impl Default for PlacesConfig {
         PlacesConfig {
             provider: "offline".into(),
             google_url: None,
+            dataset: None,
+            cache_ttl_secs: 300,
+            cache_capacity: 10_000,
+            timeout_ms: 5_000,
+            max_concurrent: 8,
         }
     }
 }
@@ -29,33 +70,91 @@ impl PlacesConfig {
     /// Checks what the config text alone can tell.
     pub fn validate(&self) -> Result<(), String> {
         match self.provider.as_str() {
-            "offline" | "google" | "google-new" => Ok(()),
-            other => Err(format!("provider: unknown provider {other:?} (expected \"offline\", \"google\" or \"google-new\")")),
+            "offline" | "google" | "google-new" => {}
+            other => return Err(format!("provider: unknown provider {other:?} (expected \"offline\", \"google\" or \"google-new\")")),
         }
+        if self.dataset.is_some() && self.provider != "offline" {
+            return Err("dataset: only the offline provider reads a dataset".into());
+        }
+        if self.cache_ttl_secs == 0 {
+            return Err("cache_ttl_secs: must be at least 1".into());
+        }
+        if self.timeout_ms == 0 {
+            return Err("timeout_ms: must be at least 1".into());
+        }
+        if self.max_concurrent == 0 {
+            return Err("max_concurrent: must be at least 1".into());
+        }
+        Ok(())
     }
+}
+
+/// The provider a node asks.
+enum Provider {
+    Offline(Offline),
 }
 
 /// The places service of one node: provider plus cache. Cheap to clone.
 #[derive(Clone)]
-pub struct Places {}
+pub struct Places {
+    provider: Arc<Provider>,
+}
 
 impl Places {
     /// Builds the configured provider. Slow loading happens in the background.
-    pub fn new(config: &PlacesConfig) -> crate::error::Result<Places> {
-        let _ = config;
-        Ok(Places {})
+    pub fn new(config: &PlacesConfig) -> Result<Places> {
+        config
+            .validate()
+            .map_err(|why| Error::config("places", why))?;
+        let provider = match config.provider.as_str() {
+            "offline" => {
+                let source = match &config.dataset {
+                    Some(path) => {
+                        // Fail now, with the path, rather than on the first WHATSAT.
+                        std::fs::metadata(path).map_err(|e| {
+                            Error::config("places.dataset", format!("{}: {e}", path.display()))
+                        })?;
+                        offline::Source::File(path.clone())
+                    }
+                    None => offline::Source::Embedded,
+                };
+                Provider::Offline(Offline::start(source))
+            }
+            other => {
+                return Err(Error::config(
+                    "places.provider",
+                    format!("provider {other:?} is not available"),
+                ))
+            }
+        };
+        Ok(Places {
+            provider: Arc::new(provider),
+        })
     }
 
     /// The places document for a WHATSAT: a JSON object in Google's Nearby Search shape with
     /// at most `bound` results, without trailing newline and without blank lines. Never fails:
     /// provider errors become a document whose `status` says what happened.
     pub async fn nearby(&self, location: Location, radius: Radius, bound: usize) -> String {
-        let _ = (location, radius, bound);
-        serde_json::to_string_pretty(&serde_json::json!({
-            "html_attributions": [],
-            "results": [],
-            "status": "ZERO_RESULTS",
-        }))
-        .expect("JSON values serialise")
+        match self.fetch(location, radius).await {
+            Ok(found) => document::render(&found, bound),
+            Err(failure) => document::render(&failure.to_document(), bound),
+        }
+    }
+
+    async fn fetch(&self, location: Location, radius: Radius) -> Result<Arc<Document>, Failure> {
+        match &*self.provider {
+            // Answered from memory in microseconds: caching would only spend memory.
+            Provider::Offline(offline) => {
+                offline.fetch(location, radius.metres()).await.map(Arc::new)
+            }
+        }
+    }
+
+    /// The loaded offline dataset, waiting for the load if needed; `None` for other providers.
+    pub async fn offline_dataset(&self) -> Option<Result<Arc<offline::Dataset>, Failure>> {
+        match &*self.provider {
+            Provider::Offline(offline) => Some(offline.dataset().await),
+        }
     }
 }
