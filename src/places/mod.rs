@@ -15,11 +15,16 @@
 //! - [`cache`]: answers of the Google providers, shared across bounds, one upstream request
 //!   per distinct query at a time.
 
+pub mod cache;
 pub mod document;
+pub mod google;
+pub mod google_new;
 pub mod offline;
+pub mod upstream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -27,8 +32,12 @@ use crate::error::{Error, Result};
 use crate::protocol::location::Location;
 use crate::protocol::number::Radius;
 
-use document::{Document, Failure};
+use cache::{Cache, Key, Stats};
+use document::{Document, Failure, MAX_RESULTS};
+use google::Google;
+use google_new::GoogleNew;
 use offline::Offline;
+use upstream::{Upstream, API_KEY_ENV};
 
 /// `[places]` in the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +101,8 @@ impl PlacesConfig {
 /// The provider a node asks.
 enum Provider {
     Offline(Offline),
+    Google(Google, Cache),
+    GoogleNew(GoogleNew, Cache),
 }
 
 /// The places service of one node: provider plus cache. Cheap to clone.
@@ -101,8 +112,19 @@ pub struct Places {
 }
 
 impl Places {
-    /// Builds the configured provider. Slow loading happens in the background.
+    /// Builds the configured provider. Slow loading happens in the background. A google
+    /// provider takes its key from the environment variable `GOOGLE_PLACES_API_KEY`.
     pub fn new(config: &PlacesConfig) -> Result<Places> {
+        let key = match config.provider.as_str() {
+            "offline" => None,
+            _ => std::env::var(API_KEY_ENV).ok(),
+        };
+        Places::with_api_key(config, key)
+    }
+
+    /// [`Places::new`] with the API key given rather than read from the environment (`None`
+    /// or empty: no key, an error for a google provider).
+    pub fn with_api_key(config: &PlacesConfig, key: Option<String>) -> Result<Places> {
         config
             .validate()
             .map_err(|why| Error::config("places", why))?;
@@ -120,11 +142,36 @@ impl Places {
                 };
                 Provider::Offline(Offline::start(source))
             }
-            other => {
-                return Err(Error::config(
-                    "places.provider",
-                    format!("provider {other:?} is not available"),
-                ))
+            provider => {
+                let key = key.filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+                    Error::config(
+                        API_KEY_ENV,
+                        format!(
+                            "not set; places.provider {provider:?} needs a Google Places API key \
+                             in this environment variable"
+                        ),
+                    )
+                })?;
+                let default_url = match provider {
+                    "google" => google::DEFAULT_URL,
+                    _ => google_new::DEFAULT_URL,
+                };
+                let url = config.google_url.as_deref().unwrap_or(default_url);
+                let upstream = Upstream::new(
+                    url,
+                    key.trim(),
+                    Duration::from_millis(config.timeout_ms),
+                    config.max_concurrent,
+                )
+                .map_err(|why| Error::config("places.google_url", why))?;
+                let cache = Cache::new(
+                    config.cache_capacity,
+                    Duration::from_secs(config.cache_ttl_secs),
+                );
+                match provider {
+                    "google" => Provider::Google(Google::new(upstream), cache),
+                    _ => Provider::GoogleNew(GoogleNew::new(upstream), cache),
+                }
             }
         };
         Ok(Places {
@@ -137,17 +184,36 @@ impl Places {
     /// provider errors become a document whose `status` says what happened.
     pub async fn nearby(&self, location: Location, radius: Radius, bound: usize) -> String {
         match self.fetch(location, radius).await {
-            Ok(found) => document::render(&found, bound),
+            Ok(found) => document::render(&found, bound.min(MAX_RESULTS)),
             Err(failure) => document::render(&failure.to_document(), bound),
         }
     }
 
     async fn fetch(&self, location: Location, radius: Radius) -> Result<Arc<Document>, Failure> {
+        let key = Key::new(location, radius);
         match &*self.provider {
             // Answered from memory in microseconds: caching would only spend memory.
             Provider::Offline(offline) => {
                 offline.fetch(location, radius.metres()).await.map(Arc::new)
             }
+            Provider::Google(google, cache) => {
+                cache
+                    .get_or_fetch(key, google.fetch(location, radius))
+                    .await
+            }
+            Provider::GoogleNew(google, cache) => {
+                cache
+                    .get_or_fetch(key, google.fetch(location, radius))
+                    .await
+            }
+        }
+    }
+
+    /// The cache's hit and miss counts; `None` for the offline provider, which has no cache.
+    pub fn cache_stats(&self) -> Option<Stats> {
+        match &*self.provider {
+            Provider::Offline(_) => None,
+            Provider::Google(_, cache) | Provider::GoogleNew(_, cache) => Some(cache.stats()),
         }
     }
 
@@ -155,6 +221,7 @@ impl Places {
     pub async fn offline_dataset(&self) -> Option<Result<Arc<offline::Dataset>, Failure>> {
         match &*self.provider {
             Provider::Offline(offline) => Some(offline.dataset().await),
+            _ => None,
         }
     }
 }
