@@ -374,27 +374,28 @@ fn cells_near(location: Location, metres: f64) -> Vec<std::ops::Range<usize>> {
         let ratio = angle.sin() / lat.to_radians().cos();
         (ratio < 1.0).then(|| ratio.asin().to_degrees() + SLACK_DEG)
     };
-    let columns: Vec<std::ops::Range<usize>> = match half_width {
+    // One run of columns, or two where the range wraps at the antimeridian.
+    let columns: [std::ops::Range<usize>; 2] = match half_width {
         Some(half) => {
             let first = ((lng - half + 180.0) / CELL_DEG).floor() as i64;
             let last = ((lng + half + 180.0) / CELL_DEG).floor() as i64;
             if last - first + 1 >= COLS as i64 {
-                vec![0..COLS]
+                [0..COLS, 0..0]
             } else {
-                let (first, last) = (first.rem_euclid(COLS as i64), last.rem_euclid(COLS as i64));
-                let (first, last) = (first as usize, last as usize);
+                let first = first.rem_euclid(COLS as i64) as usize;
+                let last = last.rem_euclid(COLS as i64) as usize;
                 if first <= last {
-                    vec![first..last + 1]
+                    [first..last + 1, 0..0]
                 } else {
-                    vec![first..COLS, 0..last + 1]
+                    [first..COLS, 0..last + 1]
                 }
             }
         }
-        None => vec![0..COLS],
+        None => [0..COLS, 0..0],
     };
     let mut runs = Vec::new();
     for r in row(lat_lo.max(-90.0))..=row(lat_hi.min(90.0)) {
-        for c in &columns {
+        for c in columns.iter().filter(|c| !c.is_empty()) {
             runs.push(r * COLS + c.start..r * COLS + c.end);
         }
     }
