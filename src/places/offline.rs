@@ -141,7 +141,7 @@ impl Dataset {
         Dataset::parse(&text).map_err(|e| format!("{}: {e}", source.describe()))
     }
 
-    /// Parses TSV text with the [`HEADER`] columns and builds the index.
+    /// Parses TSV text with the columns of `data/places.tsv.gz` and builds the index.
     pub fn parse(tsv: &str) -> Result<Dataset, String> {
         let mut lines = tsv.lines();
         if lines.next() != Some(HEADER) {
