@@ -5,6 +5,7 @@
 //! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
 //! authenticated links between servers; [`server`] and [`connection`] serve clients.
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod places;
