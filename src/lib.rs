@@ -11,3 +11,4 @@ pub mod error;
 pub mod places;
 pub mod protocol;
 pub mod report;
+pub mod up;
