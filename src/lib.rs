@@ -5,6 +5,7 @@
 //! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
 //! authenticated links between servers; [`server`] and [`connection`] serve clients.
 
+pub mod bench;
 pub mod cmd;
 pub mod config;
 pub mod connection;
@@ -19,3 +20,4 @@ pub mod protocol;
 pub mod report;
 pub mod server;
 pub mod store;
+pub mod up;

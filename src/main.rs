@@ -37,6 +37,10 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run every server of the config as its own process until Ctrl-C.
+    Up(herd::up::UpArgs),
+    /// Drive a running herd with concurrent client connections and print throughput and latency.
+    Bench(herd::bench::BenchArgs),
     /// Print a stopped node's stored records.
     Inspect {
         /// The node's state directory.
@@ -81,19 +85,26 @@ fn run(cli: Cli) -> Result<(), Error> {
             config.addr(&name)?;
             let _log = herd::logging::init_node(&log_dir, &name)?;
             let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("state").join(&name));
-            let runtime =
-                tokio::runtime::Runtime::new().map_err(|e| Error::io("start the runtime", e))?;
             let opts = herd::server::ServeOptions {
                 name,
                 config,
                 state_dir,
                 listen,
             };
-            let result = runtime.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
+            let result =
+                runtime()?.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
             if let Err(e) = &result {
                 tracing::error!(error = %e, "node failed");
             }
             result
+        }
+        Command::Up(args) => {
+            herd::logging::init_stderr();
+            runtime()?.block_on(herd::up::run(args))
+        }
+        Command::Bench(args) => {
+            herd::logging::init_stderr();
+            runtime()?.block_on(herd::bench::run(args)).map(|_| ())
         }
         Command::Inspect {
             state_dir,
@@ -111,4 +122,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             .map(|_| ())
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Runtime::new().map_err(|e| Error::io("start the runtime", e))
 }
