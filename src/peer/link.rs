@@ -101,7 +101,7 @@ pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) 
                 pending = Some(next);
             }
             End::Dropped(why) => {
-                tracing::warn!(peer = %peer, reason = %why, "link dropped");
+                tracing::info!(peer = %peer, reason = %why, "link dropped");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     Some(s) = inbox.inbound.recv() => pending = Some(s),
