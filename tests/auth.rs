@@ -314,3 +314,92 @@ fn a_secret_from_secret_file_links_and_is_not_logged() {
     });
     assert_not_logged(&herd, SECRET);
 }
+
+/// Accepts the next connection on `listener`, with a deadline.
+fn accept(listener: &std::net::TcpListener) -> Client {
+    listener.set_nonblocking(true).unwrap();
+    let mut stream = None;
+    eventually(WAIT, "the node to dial", || match listener.accept() {
+        Ok((s, _)) => {
+            stream = Some(s);
+            true
+        }
+        Err(_) => false,
+    });
+    let s = stream.unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    Client {
+        stream: std::io::BufReader::new(s),
+    }
+}
+
+#[test]
+fn a_dialling_node_refuses_a_listener_that_cannot_prove_the_secret() {
+    let mut herd = Herd::new(&["Clark", "Bona"], &[("Clark", "Bona")], FAST);
+    herd.env.push(("HERD_SECRET".into(), SECRET.into()));
+    // The test is Bona: it listens at Bona's address and answers Clark's dials itself.
+    let listener = std::net::TcpListener::bind(&herd.addrs["Bona"]).unwrap();
+    herd.start("Clark");
+
+    let hello = |c: &mut Client| -> String {
+        let line = String::from_utf8(c.line()).unwrap();
+        let fields: Vec<&str> = line.trim_end_matches('\n').split(' ').collect();
+        assert!(
+            fields.len() == 5 && fields[..4] == ["HERD", "HELLO", "Clark", "Bona"],
+            "{line:?}"
+        );
+        assert!(is_hex(fields[4], 32), "{line:?}");
+        fields[4].to_owned()
+    };
+    let nl = "fedcba9876543210fedcba9876543210";
+
+    // A challenge made with another secret: Clark sends no proof and drops the connection.
+    let log = herd.log_len("Clark");
+    let mut c = accept(&listener);
+    let nd = hello(&mut c);
+    let wrong = proof("not-the-secret", "listener", "Clark", "Bona", &nd, nl);
+    c.send(format!("HERD CHALLENGE {nl} {wrong}\n").as_bytes());
+    assert_eq!(show(&c.line()), show(b""), "Clark must hang up, not prove");
+    eventually(WAIT, "Clark to log the refusal", || {
+        let text = herd.log_since("Clark", log);
+        text.contains("peer refused the link") && text.contains("proof of the herd secret is wrong")
+    });
+
+    // A listener that skips the challenge: a node with a secret fails closed.
+    let log = herd.log_len("Clark");
+    let mut c = accept(&listener);
+    hello(&mut c);
+    c.send(b"HERD WELCOME\n");
+    assert_eq!(show(&c.line()), show(b""));
+    eventually(WAIT, "Clark to log the refusal", || {
+        herd.log_since("Clark", log)
+            .contains("without proving the herd secret")
+    });
+    assert!(!herd.log("Clark").contains("link up"));
+
+    // The control: the right challenge gets the documented proof and a link.
+    let mut c = accept(&listener);
+    let nd = hello(&mut c);
+    let right = proof(SECRET, "listener", "Clark", "Bona", &nd, nl);
+    c.send(format!("HERD CHALLENGE {nl} {right}\n").as_bytes());
+    let expected = proof(SECRET, "dialer", "Clark", "Bona", &nd, nl);
+    assert_eq!(
+        show(&c.line()),
+        show(format!("HERD PROOF {expected}\n").as_bytes())
+    );
+    c.send(b"HERD WELCOME\n");
+    herd.wait_links_up("Clark", &["Bona"], 0, WAIT);
+    let pull = String::from_utf8(c.line()).unwrap();
+    assert!(pull.starts_with("SYNC PULL "), "{pull:?}");
+    // Reports flow to the proven peer.
+    let kiwi = herd.ask("Clark", b"IAMAT kiwi +1+2 3\n");
+    loop {
+        let line = c.line();
+        assert!(!line.is_empty(), "Clark closed the link");
+        if line == kiwi {
+            break;
+        }
+    }
+    assert_not_logged(&herd, SECRET);
+}

@@ -45,7 +45,11 @@ fn show(bytes: &[u8]) -> String {
 
 /// The five servers, running, with every link up and a first report flooded everywhere.
 fn five_up() -> Herd {
-    let mut herd = Herd::five(FAST);
+    five_up_with(FAST)
+}
+
+fn five_up_with(extra: &str) -> Herd {
+    let mut herd = Herd::five(extra);
     herd.start_all();
     for name in FIVE {
         herd.wait_links_up(name, &peers_of(name), 0, LINKS_UP);
@@ -232,7 +236,9 @@ fn reports_flood_everywhere_newest_wins_and_ties_converge() {
 
 #[test]
 fn a_killed_server_is_routed_around_and_catches_up_when_restarted() {
-    let mut herd = five_up();
+    // Queues of one report per link: what Bona misses while down cannot all wait in its
+    // peers' queues, so it must come back by synchronisation.
+    let mut herd = five_up_with(&format!("{FAST}queue = 1\n"));
     herd.kill("Bona");
 
     // The others answer at once, and reports go around Bona: Clark → Jaquez → Campbell →
@@ -260,6 +266,22 @@ fn a_killed_server_is_routed_around_and_catches_up_when_restarted() {
         &down2,
         CONVERGE,
     );
+    let mut missed = Vec::new();
+    for (i, server) in ["Clark", "Jaquez", "Campbell", "Bailey", "Clark"]
+        .iter()
+        .enumerate()
+    {
+        let client = format!("missed-{i}");
+        let line = iamat(&herd, server, &client, "+9+9", &now_ts());
+        wait_everywhere(
+            &herd,
+            &["Clark", "Jaquez", "Campbell", "Bailey"],
+            client.as_bytes(),
+            &line,
+            CONVERGE,
+        );
+        missed.push((client, line));
+    }
     // Some time passes with Bona down and its peers redialling; everyone still answers.
     let clark_log = herd.log_len("Clark");
     eventually(LINKS_UP, "Clark to retry Bona", || {
@@ -280,6 +302,9 @@ fn a_killed_server_is_routed_around_and_catches_up_when_restarted() {
     // ...what it missed arrives by synchronisation...
     wait_everywhere(&herd, &["Bona"], b"while-down", down1.as_bytes(), CONVERGE);
     wait_everywhere(&herd, &["Bona"], b"back-the-other-way", &down2, CONVERGE);
+    for (client, line) in &missed {
+        wait_everywhere(&herd, &["Bona"], client.as_bytes(), line, CONVERGE);
+    }
     assert!(herd.at_line_of("Bona", b"warm-up").is_some());
     // ...and new reports reach it, from a neighbour and from two hops away.
     let after = iamat(&herd, "Clark", "after-restart", "+5+6", &now_ts());

@@ -518,7 +518,7 @@ pub fn check_whatsat_answer(answer: &[u8], bound: usize) -> &[u8] {
     );
     let nl = answer.iter().position(|&b| b == b'\n').expect("an AT line");
     let at = &answer[..nl];
-    parse_at(at);
+    time_diff_nanos(&parse_at(at).diff);
     let doc = &answer[nl + 1..answer.len() - 2];
     assert!(
         doc.starts_with(b"{"),
