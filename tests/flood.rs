@@ -365,3 +365,51 @@ fn an_acknowledged_report_survives_kill_9() {
         assert!(line.ends_with(r["timestamp"].as_str().unwrap()));
     }
 }
+
+#[test]
+fn concurrent_reports_at_every_server_converge_on_the_newest() {
+    let herd = five_up();
+    let clients = 8;
+    let per_server = 40;
+    // Every server gets reports for the same clients at once, each with its own timestamp,
+    // interleaved so that newer and older ones cross on the links.
+    let threads: Vec<_> = FIVE
+        .iter()
+        .enumerate()
+        .map(|(s, server)| {
+            let addr = herd.addr(server);
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                let mut sent = Vec::new();
+                for i in 0..per_server {
+                    let client = format!("busy-{}", (i * 7 + s) % clients);
+                    // Distinct timestamps; the order sent is not the order of timestamps.
+                    let ts = format!("1700000000.{:09}", ((i * 37 + s * 11) % 200) * 5 + s);
+                    let line = c.iamat(&client, &format!("+{s}.{i}-{i}.{s}"), &ts);
+                    sent.push((client, ts_nanos(&ts), line));
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut newest: BTreeMap<String, (i128, String)> = BTreeMap::new();
+    for t in threads {
+        for (client, ts, line) in t.join().unwrap() {
+            match newest.get(&client) {
+                Some((old, _)) => {
+                    assert_ne!(*old, ts, "timestamps must be distinct");
+                    if ts > *old {
+                        newest.insert(client, (ts, line));
+                    }
+                }
+                None => {
+                    newest.insert(client, (ts, line));
+                }
+            }
+        }
+    }
+    assert_eq!(newest.len(), clients);
+    for (client, (_, line)) in &newest {
+        wait_everywhere(&herd, &FIVE, client.as_bytes(), line.as_bytes(), CONVERGE);
+    }
+}

@@ -685,3 +685,63 @@ fn a_bad_request_does_not_disturb_other_connections() {
     bad.send(b" 4\n");
     assert_at(&bad.line(), b"kiwi +1+2 4");
 }
+
+#[test]
+fn an_over_long_line_is_refused_without_closing_the_connection() {
+    let mut herd = Herd::new(&["Solo"], &[], "[limits]\nmax_line_bytes = 100\n");
+    herd.start("Solo");
+    let mut c = Client::connect(&herd.addr("Solo"));
+    // Exactly at the limit: an ordinary request.
+    let id = "i".repeat(100 - "IAMAT  +1+2 3".len());
+    let line = format!("IAMAT {id} +1+2 3");
+    assert_eq!(line.len(), 100);
+    let answer = c.request(line.as_bytes());
+    assert_at(&answer, format!("{id} +1+2 3").as_bytes());
+    // Past it: `? ` and the line's first bytes (at most 256), as the config documents.
+    let long = format!("IAMAT {}x +1+2 3", id);
+    assert_eq!(
+        show(&c.request(long.as_bytes())),
+        show(format!("? {long}\n").as_bytes())
+    );
+    let huge = "z".repeat(100_000);
+    assert_eq!(
+        show(&c.request(huge.as_bytes())),
+        show(format!("? {}\n", &huge[..256]).as_bytes())
+    );
+    // The connection still works.
+    let answer = c.request(b"IAMAT after +1+2 3");
+    assert_at(&answer, b"after +1+2 3");
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_stall_others() {
+    let herd = solo();
+    let addr = herd.addr("Solo");
+    let hog = TcpStream::connect(&addr).unwrap();
+    let hog_writer = hog.try_clone().unwrap();
+    // Pipelines far more than the node will buffer, and never reads an answer.
+    let writer = std::thread::spawn(move || {
+        let mut w = hog_writer;
+        let chunk = "WHATSAT nobody 10 5\n".repeat(5_000);
+        for _ in 0..200 {
+            if w.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = Client::connect(&addr);
+    for i in 0..50 {
+        let started = std::time::Instant::now();
+        let answer = c.request(format!("IAMAT polite +1+2 {i}").as_bytes());
+        assert_at(&answer, format!("polite +1+2 {i}").as_bytes());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answer {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    hog.shutdown(Shutdown::Both).unwrap();
+    writer.join().unwrap();
+    // And the node is still fine afterwards.
+    assert!(herd.at_line_of("Solo", b"polite").is_some());
+}
