@@ -62,6 +62,8 @@ mod tests {
     }
 
     #[test]
+    // The literals are the point: two timestamps that one f64 cannot tell apart.
+    #[allow(clippy::excessive_precision)]
     fn timestamps_compare_exactly_not_as_floats() {
         // Equal as f64, different as (seconds, nanoseconds).
         let a = report("AT A +0.000000000 kiwi +1+2 1621464827.959498503");
