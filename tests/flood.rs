@@ -413,3 +413,28 @@ fn concurrent_reports_at_every_server_converge_on_the_newest() {
         wait_everywhere(&herd, &FIVE, client.as_bytes(), line.as_bytes(), CONVERGE);
     }
 }
+
+#[test]
+fn a_server_restarted_with_its_state_lost_gets_everything_back() {
+    let names = ["Able", "Baker", "Charlie"];
+    let mut herd = Herd::new(&names, &[("Able", "Baker"), ("Baker", "Charlie")], FAST);
+    herd.start_all();
+    let mut lines = Vec::new();
+    for i in 0..30 {
+        let client = format!("keep-{i}");
+        let line = iamat(&herd, names[i % 2], &client, "+1+1", &now_ts());
+        lines.push((client, line));
+    }
+    for (client, line) in &lines {
+        wait_everywhere(&herd, &names, client.as_bytes(), line, CONVERGE);
+    }
+    herd.kill("Charlie");
+    std::fs::remove_dir_all(herd.state_dir("Charlie")).unwrap();
+    herd.start("Charlie");
+    // Nothing is queued for Charlie any more: only a full sync can bring the records back.
+    for (client, line) in &lines {
+        wait_everywhere(&herd, &["Charlie"], client.as_bytes(), line, CONVERGE);
+    }
+    let again = iamat(&herd, "Charlie", "new-life", "+2+2", &now_ts());
+    wait_everywhere(&herd, &names, b"new-life", &again, CONVERGE);
+}
