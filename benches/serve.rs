@@ -25,7 +25,11 @@ use std::time::{Duration, Instant};
 const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -81,7 +85,12 @@ impl Node {
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        Node { child, addr, accepting, ready: started.elapsed() }
+        Node {
+            child,
+            addr,
+            accepting,
+            ready: started.elapsed(),
+        }
     }
 
     fn ask(&self, bytes: &[u8]) -> Vec<u8> {
@@ -102,12 +111,25 @@ impl Node {
 /// Runs `herd bench` against `addr`; returns its JSON report.
 fn bench(addr: &str, args: &[&str], secs: u64) -> serde_json::Value {
     let out = Command::new(HERD)
-        .args(["bench", "--addr", addr, "--connections", "64", "--warmup", "1", "--json"])
+        .args([
+            "bench",
+            "--addr",
+            addr,
+            "--connections",
+            "64",
+            "--warmup",
+            "1",
+            "--json",
+        ])
         .args(["--duration", &secs.to_string()])
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "herd bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "herd bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("a JSON report")
 }
 
@@ -124,7 +146,10 @@ fn row(label: &str, r: &serde_json::Value, baseline: Option<&serde_json::Value>)
 }
 
 fn main() {
-    let secs: u64 = std::env::var("HERD_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let secs: u64 = std::env::var("HERD_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
 
@@ -148,12 +173,19 @@ fn main() {
     node.stop();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(fake_google::FakeGoogle::start());
-    let google_cfg = format!("[places]\nprovider = \"google\"\ngoogle_url = {:?}", fake.legacy_url());
+    let google_cfg = format!(
+        "[places]\nprovider = \"google\"\ngoogle_url = {:?}",
+        fake.legacy_url()
+    );
     let node = Node::start(dir, &google_cfg, &[("GOOGLE_PLACES_API_KEY", "bench-key")]);
     let google = bench(&node.addr, &["--mode", "whatsat"], secs);
     node.stop();
     row("offline", &offline, None);
-    row(&format!("google, warm cache ({} upstream requests)", fake.count()), &google, Some(&offline));
+    row(
+        &format!("google, warm cache ({} upstream requests)", fake.count()),
+        &google,
+        Some(&offline),
+    );
 
     println!("\nStart-up and memory (offline provider, empty store)\n");
     let node = Node::start(dir, "", &[]);
@@ -161,7 +193,9 @@ fn main() {
     let answer = node.ask(b"IAMAT m +34.068930-118.445127 1\nWHATSAT m 1 1\n");
     assert!(answer.ends_with(b"}\n\n"));
     let at_rest = rss_mib(node.child.id());
-    let idle: Vec<TcpStream> = (0..2000).map(|_| TcpStream::connect(&node.addr).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(&node.addr).unwrap())
+        .collect();
     for mut s in &idle {
         s.write_all(b"IAMAT idle").unwrap();
     }
@@ -187,12 +221,24 @@ fn main() {
     drop(hog);
     println!("| what | figure |");
     println!("|---|---|");
-    println!("| process start → accepting connections | {:.1} ms |", node.accepting.as_secs_f64() * 1e3);
-    println!("| process start → readiness line (store open) | {:.1} ms |", node.ready.as_secs_f64() * 1e3);
+    println!(
+        "| process start → accepting connections | {:.1} ms |",
+        node.accepting.as_secs_f64() * 1e3
+    );
+    println!(
+        "| process start → readiness line (store open) | {:.1} ms |",
+        node.ready.as_secs_f64() * 1e3
+    );
     println!("| resident memory just after start | {at_start:.1} MiB |");
     println!("| at rest, places dataset loaded (baseline) | {at_rest:.1} MiB |");
-    println!("| with 2,000 idle connections | {with_idle:.1} MiB ({:.2}x) |", with_idle / at_rest);
-    println!("| while refusing a 64 MiB line | {during_long:.1} MiB ({:.2}x) |", during_long / at_rest);
+    println!(
+        "| with 2,000 idle connections | {with_idle:.1} MiB ({:.2}x) |",
+        with_idle / at_rest
+    );
+    println!(
+        "| while refusing a 64 MiB line | {during_long:.1} MiB ({:.2}x) |",
+        during_long / at_rest
+    );
     println!(
         "| while holding off a client that never reads (it got {} KiB in before the node stopped reading) | {during_hog:.1} MiB ({:.2}x) |",
         sent / 1024,

@@ -129,7 +129,19 @@ mod tests {
             }
         }
         assert_eq!(winners.len(), 1);
-        assert_eq!(winners.into_iter().next().unwrap(), reports[2].at_line());
+        assert_eq!(
+            winners.into_iter().next().unwrap(),
+            reports[1].at_line(),
+            "received first wins"
+        );
+    }
+
+    #[test]
+    fn a_resent_iamat_at_the_same_server_is_not_newer() {
+        let first = report("AT Clark +0.100000000 kiwi +1+2 100");
+        let resent = report("AT Clark +2.500000000 kiwi +1+2 100");
+        assert_eq!(decide(Some(&first), &resent), Decision::Keep);
+        assert_eq!(decide(Some(&resent), &first), Decision::Replace);
     }
 
     #[test]

@@ -95,12 +95,15 @@ impl Report {
         Timestamp::from_nanos(self.timestamp.as_nanos() + self.time_diff.0)
     }
 
-    /// The herd's total order on reports of one client: the newest client timestamp wins; equal
-    /// timestamps are broken by receiving server name, then by the AT line's bytes, so every
-    /// server picks the same winner whatever order reports arrive in.
+    /// The herd's total order on reports of one client: the newest client timestamp wins.
+    /// Among equal timestamps the report *received* first wins (the smaller time difference, so
+    /// a client re-sending the same IAMAT changes nothing and floods nothing), then the greater
+    /// server name, then the greater AT line, so every server picks the same winner whatever
+    /// order reports arrive in.
     pub fn precedence(&self, other: &Report) -> Ordering {
         self.timestamp
             .cmp(&other.timestamp)
+            .then_with(|| other.time_diff.cmp(&self.time_diff))
             .then_with(|| self.server.cmp(&other.server))
             .then_with(|| self.at_line().cmp(&other.at_line()))
     }

@@ -113,7 +113,8 @@ impl Decoder for LineCodec {
         }
         self.scanned = 0;
         let line = buf.split_to(buf.len());
-        Ok(Some(Frame::Line(strip_cr(line))))
+        // Unterminated: a trailing `\r` is part of the line, not half a terminator.
+        Ok(Some(Frame::Line(line.freeze())))
     }
 }
 
@@ -171,6 +172,8 @@ mod tests {
         assert_eq!(frames(&mut c, &[b"x\ny"]), vec![line(b"x"), line(b"y")]);
         let mut c = LineCodec::new(100);
         assert_eq!(frames(&mut c, &[b"x\n"]), vec![line(b"x")]);
+        let mut c = LineCodec::new(100);
+        assert_eq!(frames(&mut c, &[b"x\r"]), vec![line(b"x\r")]);
     }
 
     #[test]

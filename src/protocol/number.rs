@@ -121,7 +121,7 @@ pub(crate) fn split_decimal(text: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
         None => (text, None),
     };
     let all_digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    if !all_digits(whole) || !frac.is_none_or(all_digits) {
+    if !all_digits(whole) || frac.is_some_and(|f| !all_digits(f)) {
         return None;
     }
     Some((whole, frac))

@@ -343,3 +343,215 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for byte-exact protocol checks, peer links and restarts.
+
+impl Herd {
+    /// Starts `name` with extra environment variables (say, its own `HERD_SECRET`).
+    pub fn start_with_env(&mut self, name: &str, env: &[(&str, &str)]) {
+        let mut cmd = self.command(name);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let node = spawn(cmd);
+        wait_ready(&node, name);
+        self.nodes.insert(name.to_owned(), node);
+    }
+
+    /// How many bytes `name`'s log holds now; pass it to [`Herd::log_since`] to see only
+    /// what was logged afterwards (logs are appended to across restarts).
+    pub fn log_len(&self, name: &str) -> usize {
+        self.log(name).len()
+    }
+
+    /// What `name` logged after the first `from` bytes.
+    pub fn log_since(&self, name: &str, from: usize) -> String {
+        let log = self.log(name);
+        log.get(from..).unwrap_or_default().to_owned()
+    }
+
+    /// Waits until `name`'s log (after byte `from`) shows a live link to each of `peers`.
+    pub fn wait_links_up(&self, name: &str, peers: &[&str], from: usize, within: Duration) {
+        for peer in peers {
+            let needle = format!("link up peer={peer} ");
+            eventually(within, &format!("{name}: link to {peer} up"), || {
+                self.log_since(name, from).contains(&needle)
+            });
+        }
+    }
+
+    /// The whole answer to `WHATSAT <client> 10 <bound>` at `name`, as raw bytes.
+    pub fn whatsat(&self, name: &str, client: &[u8], bound: u32) -> Vec<u8> {
+        let mut req = b"WHATSAT ".to_vec();
+        req.extend_from_slice(client);
+        req.extend_from_slice(format!(" 10 {bound}\n").as_bytes());
+        self.ask(name, &req)
+    }
+
+    /// The AT line (without newline) a WHATSAT for `client` returns at `name`, after checking
+    /// the answer's framing; `None` if the answer is `? `.
+    pub fn at_line_of(&self, name: &str, client: &[u8]) -> Option<Vec<u8>> {
+        let answer = self.whatsat(name, client, 1);
+        if answer.starts_with(b"? ") {
+            return None;
+        }
+        Some(check_whatsat_answer(&answer, 1).to_vec())
+    }
+}
+
+impl Client {
+    /// Sends `line` and a newline, and reads one answer line (with its newline).
+    pub fn request(&mut self, line: &[u8]) -> Vec<u8> {
+        let mut bytes = line.to_vec();
+        bytes.push(b'\n');
+        self.send(&bytes);
+        self.line()
+    }
+
+    /// Reads one whole WHATSAT answer: the AT line, then the document up to its blank line.
+    /// A `? ` answer is returned as its one line.
+    pub fn whatsat_answer(&mut self) -> Vec<u8> {
+        let mut answer = self.line();
+        if answer.starts_with(b"? ") {
+            return answer;
+        }
+        loop {
+            let line = self.line();
+            assert!(
+                !line.is_empty(),
+                "connection closed inside a WHATSAT answer: {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&line);
+            if line == b"\n" {
+                return answer;
+            }
+        }
+    }
+}
+
+/// The current time in nanoseconds since the epoch.
+pub fn now_nanos() -> i128 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    d.as_nanos() as i128
+}
+
+/// Writes nanoseconds since the epoch as a protocol timestamp with nine fractional digits.
+pub fn ts_of_nanos(nanos: i128) -> String {
+    assert!(nanos >= 0);
+    format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
+}
+
+/// A protocol timestamp (`digits[.1-9 digits]`) as nanoseconds, computed exactly.
+pub fn ts_nanos(ts: &str) -> i128 {
+    let (whole, frac) = ts.split_once('.').unwrap_or((ts, ""));
+    assert!(frac.len() <= 9, "{ts}");
+    let frac = format!("{frac:0<9}");
+    whole.parse::<i128>().unwrap() * 1_000_000_000 + frac.parse::<i128>().unwrap()
+}
+
+/// Parses a time difference in the protocol's exact form (an explicit sign, digits, a dot,
+/// exactly nine digits) into nanoseconds; panics on any other form.
+pub fn time_diff_nanos(diff: &[u8]) -> i128 {
+    let text = std::str::from_utf8(diff).expect("ASCII time difference");
+    let (sign, rest) = text.split_at(1);
+    assert!(
+        sign == "+" || sign == "-",
+        "time difference without a sign: {text}"
+    );
+    let (whole, frac) = rest
+        .split_once('.')
+        .unwrap_or_else(|| panic!("time difference without a dot: {text}"));
+    assert!(
+        !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()),
+        "time difference {text}"
+    );
+    assert!(
+        frac.len() == 9 && frac.bytes().all(|b| b.is_ascii_digit()),
+        "time difference needs exactly 9 fractional digits: {text}"
+    );
+    let magnitude = whole.parse::<i128>().unwrap() * 1_000_000_000 + frac.parse::<i128>().unwrap();
+    if sign == "-" {
+        assert!(
+            magnitude != 0,
+            "a zero difference is written +0.000000000: {text}"
+        );
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+/// An AT line split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtLine {
+    pub server: Vec<u8>,
+    pub diff: Vec<u8>,
+    /// The client's three operands, exactly as they follow the time difference.
+    pub operands: Vec<u8>,
+}
+
+/// Splits an AT line (with or without its newline): `AT <server> <diff> <operands>`, fields
+/// separated by exactly one space.
+pub fn parse_at(line: &[u8]) -> AtLine {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let show = || String::from_utf8_lossy(line).into_owned();
+    let rest = line
+        .strip_prefix(b"AT ")
+        .unwrap_or_else(|| panic!("not an AT line: {:?}", show()));
+    let mut parts = rest.splitn(3, |&b| b == b' ');
+    let server = parts.next().unwrap().to_vec();
+    let diff = parts
+        .next()
+        .unwrap_or_else(|| panic!("AT line without a time difference: {:?}", show()))
+        .to_vec();
+    let operands = parts
+        .next()
+        .unwrap_or_else(|| panic!("AT line without operands: {:?}", show()))
+        .to_vec();
+    AtLine {
+        server,
+        diff,
+        operands,
+    }
+}
+
+/// Checks that `answer` is a whole WHATSAT answer (its AT line, a newline, a places document
+/// with at most `bound` results and no blank line, two newlines) and returns the AT line.
+pub fn check_whatsat_answer(answer: &[u8], bound: usize) -> &[u8] {
+    let show = || String::from_utf8_lossy(answer).into_owned();
+    assert!(
+        answer.ends_with(b"}\n\n"),
+        "a WHATSAT answer ends in }}\\n\\n: {:?}",
+        show()
+    );
+    let nl = answer.iter().position(|&b| b == b'\n').expect("an AT line");
+    let at = &answer[..nl];
+    time_diff_nanos(&parse_at(at).diff);
+    let doc = &answer[nl + 1..answer.len() - 2];
+    assert!(
+        doc.starts_with(b"{"),
+        "the document follows the AT line at once: {:?}",
+        show()
+    );
+    assert!(
+        !doc.windows(2).any(|w| w == b"\n\n"),
+        "blank line inside the places document: {:?}",
+        show()
+    );
+    let json: serde_json::Value = serde_json::from_slice(doc)
+        .unwrap_or_else(|e| panic!("places document is not JSON ({e}): {:?}", show()));
+    let obj = json.as_object().expect("the document is a JSON object");
+    assert!(
+        obj["html_attributions"].is_array(),
+        "html_attributions: {:?}",
+        show()
+    );
+    let results = obj["results"].as_array().expect("results is an array");
+    assert!(results.len() <= bound, "more than {bound} results");
+    assert!(obj["status"].is_string(), "status: {:?}", show());
+    at
+}
