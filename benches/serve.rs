@@ -13,7 +13,6 @@
 //!   while a client that never reads is held off.
 
 #[path = "../tests/support/fake_google.rs"]
-#[allow(dead_code)]
 mod fake_google;
 
 use std::io::{BufRead, BufReader, Write};

@@ -546,7 +546,7 @@ impl Worker {
         let kind = match plan.mode {
             Mode::Iamat => Kind::Iamat,
             Mode::Whatsat => Kind::Whatsat,
-            Mode::Mixed if n % 2 == 0 => Kind::Iamat,
+            Mode::Mixed if n.is_multiple_of(2) => Kind::Iamat,
             Mode::Mixed => Kind::Whatsat,
         };
         match kind {

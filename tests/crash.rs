@@ -93,7 +93,7 @@ fn load(herd_addrs: Vec<String>, thread: usize, ledger: Arc<Mutex<Ledger>>, stop
             conn = None;
             target += 1;
         }
-        if stamp % 50 == 0 {
+        if stamp.is_multiple_of(50) {
             conn = None;
             target += 1;
         }
