@@ -98,6 +98,9 @@ struct Inner {
     flushed: watch::Sender<u64>,
     /// Wakes the committer when someone waits for durability.
     wanted: Notify,
+    /// When the merge now writing started (milliseconds on [`Inner::clock`]), or 0.
+    writing_since: AtomicU64,
+    clock: std::time::Instant,
     _lock: File,
 }
 
@@ -149,7 +152,7 @@ impl Store {
         db.insert(BOOT_KEY, &boot.to_be_bytes()).map_err(sled_err)?;
         db.flush().map_err(sled_err)?;
         let (flushed, _) = watch::channel(0);
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 path,
                 db,
@@ -162,9 +165,13 @@ impl Store {
                 written: AtomicU64::new(0),
                 flushed,
                 wanted: Notify::new(),
+                writing_since: AtomicU64::new(0),
+                clock: std::time::Instant::now(),
                 _lock: lock,
             }),
-        })
+        };
+        spawn_stall_breaker(Arc::downgrade(&store.inner));
+        Ok(store)
     }
 
     /// Where the sled database lives.
@@ -209,6 +216,7 @@ impl Store {
     pub fn merge(&self, report: &Report, learned_from: Option<Origin<'_>>) -> Result<Merged> {
         let inner = &self.inner;
         let mut next_seq = inner.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = WritingGuard::enter(inner);
         let current = self.get(&report.client)?;
         if decide(current.as_ref().map(|s| &s.report), report) == Decision::Keep {
             return Ok(Merged::Stale);
@@ -233,21 +241,26 @@ impl Store {
             learned_incarnation: learned_from.map_or(0, |o| o.incarnation),
         };
         let value = codec::encode(&record).map_err(|e| Error::store(&inner.path, e))?;
-        // The record and its change-log entry go in together; sled applies a tree's batch
-        // atomically, and the stale log entry is removed in the same step.
-        let mut log = sled::Batch::default();
-        if let Some(old) = &current {
-            log.remove(&old.seq.to_be_bytes());
-        }
-        log.insert(&seq.to_be_bytes(), &report.client[..]);
+        // Three writes in an order that is safe to cut short (sled recovers a prefix of its
+        // log): the new change-log entry first, so a record is never without one; then the
+        // record; then the superseded entry, which until removed only makes a sync send the
+        // current record twice. Batches are avoided on purpose: they switch on sled's global
+        // concurrency control, which stalls under this workload.
+        let sled_err = |e| self.sled_error(e);
+        inner
+            .changes
+            .insert(seq.to_be_bytes(), &report.client[..])
+            .map_err(sled_err)?;
         inner
             .records
             .insert(&report.client[..], value)
-            .map_err(|e| self.sled_error(e))?;
-        inner
-            .changes
-            .apply_batch(log)
-            .map_err(|e| self.sled_error(e))?;
+            .map_err(sled_err)?;
+        if let Some(old) = &current {
+            inner
+                .changes
+                .remove(old.seq.to_be_bytes())
+                .map_err(sled_err)?;
+        }
         let ticket = inner.written.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Merged::Stored(Commit(ticket)))
     }
@@ -404,6 +417,60 @@ impl Store {
 
     fn sled_error(&self, e: sled::Error) -> Error {
         Error::store(&self.inner.path, e)
+    }
+}
+
+/// Marks a merge as in progress, for the stall breaker.
+struct WritingGuard<'a>(&'a Inner);
+
+impl<'a> WritingGuard<'a> {
+    fn enter(inner: &'a Inner) -> WritingGuard<'a> {
+        let now = inner.clock.elapsed().as_millis() as u64;
+        inner.writing_since.store(now.max(1), Ordering::SeqCst);
+        WritingGuard(inner)
+    }
+}
+
+impl Drop for WritingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.writing_since.store(0, Ordering::SeqCst);
+    }
+}
+
+/// How long a single merge may sit inside sled before the stall breaker acts.
+const STALL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Works around a deadlock in sled 0.34 (upstream issue #1412): under sustained overwrites a
+/// writer can hold sled's segment lock while it waits for a file truncation that is queued
+/// on sled's I/O thread pool, whose threads are all blocked on that same lock. The pool
+/// only grows when its queue is deeper than seven, so nothing ever runs the truncation.
+///
+/// This thread watches for a merge that has been inside sled for longer than [`STALL`] and
+/// then queues a few flushes on that pool (`flush_async`, polled once), which makes sled start
+/// another I/O thread; that thread takes the truncation first (the queue is FIFO) and the
+/// writer proceeds. The flushes themselves are harmless. It exits when the store is dropped.
+fn spawn_stall_breaker(inner: std::sync::Weak<Inner>) {
+    let spawned = std::thread::Builder::new().name("herd-store-watch".into()).spawn(move || {
+        let mut last_poke = 0u64;
+        loop {
+        std::thread::sleep(STALL / 2);
+        let Some(inner) = inner.upgrade() else { return };
+        let since = inner.writing_since.load(Ordering::SeqCst);
+        let now = inner.clock.elapsed().as_millis() as u64;
+        let stalled = since != 0 && now.saturating_sub(since) >= STALL.as_millis() as u64;
+        // Each poke leaves a few flushes queued; one per stall episode is enough.
+        if stalled && now.saturating_sub(last_poke) >= 4 * STALL.as_millis() as u64 {
+            last_poke = now;
+            tracing::warn!(store = %inner.path.display(), stalled_ms = now - since, "store write stalled inside sled; waking its I/O pool");
+            for _ in 0..8 {
+                use futures::FutureExt;
+                let _ = inner.db.flush_async().now_or_never();
+            }
+        }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the store watchdog");
     }
 }
 
