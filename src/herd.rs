@@ -57,14 +57,9 @@ pub fn forward_targets<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::request::{parse, Request};
-    use bytes::Bytes;
 
     fn report(line: &str) -> Report {
-        match parse(&Bytes::copy_from_slice(line.as_bytes())) {
-            Request::At(r) => r,
-            other => panic!("{other:?}"),
-        }
+        Report::from_line(line)
     }
 
     #[test]

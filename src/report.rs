@@ -66,6 +66,15 @@ impl Report {
         })
     }
 
+    /// The report of an AT line, for tests.
+    #[cfg(test)]
+    pub(crate) fn from_line(line: &str) -> Report {
+        match crate::protocol::request::parse(&Bytes::copy_from_slice(line.as_bytes())) {
+            crate::protocol::request::Request::At(r) => r,
+            other => panic!("not an AT line: {line:?} ({other:?})"),
+        }
+    }
+
     /// The AT line, without a newline.
     pub fn at_line(&self) -> Vec<u8> {
         let diff = self.time_diff.to_string();

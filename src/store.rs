@@ -597,13 +597,9 @@ fn lock_dir_existing(dir: &Path) -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::request::{parse, Request};
 
     fn report(line: &str) -> Report {
-        match parse(&Bytes::copy_from_slice(line.as_bytes())) {
-            Request::At(r) => r,
-            other => panic!("{other:?}"),
-        }
+        Report::from_line(line)
     }
 
     #[tokio::test]

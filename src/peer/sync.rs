@@ -98,10 +98,9 @@ mod tests {
     use bytes::Bytes;
 
     fn merge(store: &Store, line: &str) {
-        let Request::At(r) = parse(&Bytes::copy_from_slice(line.as_bytes())) else {
-            panic!()
-        };
-        store.merge(&r, None).unwrap();
+        store
+            .merge(&crate::report::Report::from_line(line), None)
+            .unwrap();
     }
 
     fn serve_all(store: &Store, asked: (u128, u64)) -> (String, Serve) {
