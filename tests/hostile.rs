@@ -220,3 +220,27 @@ fn a_flooding_peer_cannot_starve_clients() {
             .is_some_and(|l| l.ends_with(" 391"))
     });
 }
+
+#[test]
+fn a_peer_that_never_reads_does_not_delay_clients() {
+    let mut herd = Herd::new(
+        &["N", "L"],
+        &[("N", "L")],
+        "[store]\ndurability = \"none\"\n[peers]\nqueue = 100\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
+    );
+    herd.start("N");
+    // L links up and then reads nothing, ever: N's writes to it back up, then its queue fills.
+    let silent = fake_peer(&herd, "N", "L");
+    let mut c = Client::connect(&herd.addr("N"));
+    let padding = "x".repeat(1000);
+    for i in 0..10_000 {
+        let answer = c.iamat(&format!("{padding}-{i}"), "+1+2", "100");
+        assert!(answer.starts_with("AT N "), "{answer}");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the full queue to be logged",
+        || herd.log("N").contains("link queue full"),
+    );
+    drop(silent);
+}
