@@ -83,7 +83,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         tasks.spawn(link::run(node.clone(), inbox, stop.clone()).instrument(span));
     }
 
-    tracing::info!(target: "herd::ready", server = %name, listen = %local, store = %store.path().display(), records = store.len(), "ready");
+    tracing::info!(target: "herd::ready", server = %name, listen = %local, store = %store.path().display(), "ready");
 
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));

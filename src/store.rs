@@ -189,7 +189,8 @@ impl Store {
         self.inner.incarnation
     }
 
-    /// The number of client records.
+    /// The number of client records. This walks the whole store (sled keeps no count), so it
+    /// is for tools and tests, not for a running node's hot paths.
     pub fn len(&self) -> usize {
         self.inner.records.len()
     }
