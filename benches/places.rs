@@ -15,15 +15,9 @@ use herd::places::{Places, PlacesConfig};
 use herd::protocol::location::Location;
 use herd::protocol::number::Radius;
 
-/// Resident memory of this process, from /proc (Linux only; 0 elsewhere).
+/// Resident memory of this process.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
+    herd::bench::rss_kib(std::process::id())
 }
 
 /// A deterministic stream of query points near real towns: city centres, jittered.

@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herd::bench::rss_kib;
 use herd::herd::Origin;
 use herd::peer::sync::{pull_line, Serve};
 use herd::protocol::request::{parse, PeerLine, Request};
@@ -78,15 +79,6 @@ fn kib(bytes: usize) -> String {
     } else {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Starts `herd serve` on `state_dir`; returns (time to readiness, RSS after readiness in KiB).

@@ -334,15 +334,7 @@ pub fn inspect(state_dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+pub use herd::bench::rss_kib;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers for byte-exact protocol checks, peer links and restarts.
