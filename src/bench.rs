@@ -749,6 +749,17 @@ impl Tally {
     }
 }
 
+/// The resident memory of process `pid` in KiB, from `/proc` (0 where that is not available).
+/// The benchmarks and tests use it to report and bound a node's memory.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,15 +933,4 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["bench", "--requests", "1", "--duration", "1"]).is_err());
     }
-}
-
-/// The resident memory of process `pid` in KiB, from `/proc` (0 where that is not available).
-/// The benchmarks and tests use it to report and bound a node's memory.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

@@ -334,6 +334,7 @@ pub fn inspect(state_dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+#[allow(unused_imports)]
 pub use herd::bench::rss_kib;
 
 // ---------------------------------------------------------------------------------------------
