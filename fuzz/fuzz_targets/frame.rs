@@ -68,10 +68,17 @@ fuzz_target!(|data: &[u8]| {
         match frame {
             Frame::Line(line) => {
                 assert!(!line.contains(&b'\n'), "a line holds a newline");
-                assert!(line.len() <= max, "a line of {} bytes passed a limit of {max}", line.len());
+                assert!(
+                    line.len() <= max,
+                    "a line of {} bytes passed a limit of {max}",
+                    line.len()
+                );
             }
             Frame::TooLong { start, length } => {
-                assert!(*length > max as u64, "TooLong of {length} bytes under a limit of {max}");
+                assert!(
+                    *length > max as u64,
+                    "TooLong of {length} bytes under a limit of {max}"
+                );
                 assert!(start.len() <= TOO_LONG_ECHO);
             }
         }

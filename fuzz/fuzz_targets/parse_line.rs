@@ -8,7 +8,10 @@ use herd::protocol::request::{invalid_answer, is_space, parse, Request};
 use libfuzzer_sys::fuzz_target;
 
 fn is_within(part: &Bytes, whole: &Bytes) -> bool {
-    let (start, end) = (whole.as_ptr() as usize, whole.as_ptr() as usize + whole.len());
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
     let p = part.as_ptr() as usize;
     part.is_empty() || (p >= start && p + part.len() <= end)
 }
@@ -22,12 +25,19 @@ fuzz_target!(|data: &[u8]| {
     let request = parse(&line);
 
     let blank = data.iter().all(|&b| is_space(b));
-    assert_eq!(blank, request == Request::Empty, "Empty iff all white space");
+    assert_eq!(
+        blank,
+        request == Request::Empty,
+        "Empty iff all white space"
+    );
 
     match &request {
         Request::IAmAt(r) => {
             for operand in [&r.client, &r.location_text, &r.timestamp_text] {
-                assert!(is_within(operand, &line), "operand is not a slice of the line");
+                assert!(
+                    is_within(operand, &line),
+                    "operand is not a slice of the line"
+                );
                 assert!(!operand.is_empty() && !operand.iter().any(|&b| is_space(b)));
             }
             let again = join(&[b"IAMAT", &r.client, &r.location_text, &r.timestamp_text]);

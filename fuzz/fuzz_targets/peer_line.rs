@@ -68,7 +68,11 @@ fn store_round_trip(report: &Report) {
         timestamp: Timestamp::parse(&back.timestamp).expect("stored timestamp parses"),
         timestamp_text: Bytes::from(back.timestamp),
     };
-    assert_eq!(rebuilt.at_line(), back.at, "stored AT line disagrees with its fields");
+    assert_eq!(
+        rebuilt.at_line(),
+        back.at,
+        "stored AT line disagrees with its fields"
+    );
     assert_eq!(&rebuilt, report);
 }
 
@@ -78,7 +82,11 @@ fuzz_target!(|data: &[u8]| {
     match &request {
         Request::Peer(peer) => {
             let text = canonical(peer);
-            assert_eq!(parse(&Bytes::from(text)), request, "peer line does not re-parse");
+            assert_eq!(
+                parse(&Bytes::from(text)),
+                request,
+                "peer line does not re-parse"
+            );
             if let PeerLine::Hello {
                 dialer, listener, ..
             } = peer
@@ -91,7 +99,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(parse(&Bytes::from(report.at_line())), request);
             assert_eq!(report.precedence(report), Ordering::Equal);
             if let Some(received) = report.received() {
-                assert_eq!(TimeDiff::between(received, report.timestamp), report.time_diff);
+                assert_eq!(
+                    TimeDiff::between(received, report.timestamp),
+                    report.time_diff
+                );
             }
             store_round_trip(report);
         }

@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
         let bytes = codec::encode(&record).expect("a decoded record encodes");
         let back: v2::Record = codec::decode(&bytes).expect("a re-encoded record decodes");
         assert!(same(&back, &record), "record changed through encode/decode");
-        assert_eq!(codec::encode(&back).unwrap(), bytes, "encoding is not stable");
+        assert_eq!(
+            codec::encode(&back).unwrap(),
+            bytes,
+            "encoding is not stable"
+        );
     }
     if let Ok(old) = codec::decode::<v1::Record>(data) {
         // The format 1 → 2 step of an upgrade; it must not panic on any decodable record.
