@@ -111,9 +111,11 @@ pub mod v2 {
 
     impl From<v1::Record> for Record {
         fn from(r: v1::Record) -> Record {
-            let received = i128::from(r.timestamp_secs) * 1_000_000_000
-                + i128::from(r.timestamp_nanos)
-                + r.time_diff_nanos;
+            // A corrupt record may hold any difference: saturate rather than overflow, so an
+            // upgrade never panics on one (the receive time is only informational).
+            let received = (i128::from(r.timestamp_secs) * 1_000_000_000
+                + i128::from(r.timestamp_nanos))
+            .saturating_add(r.time_diff_nanos);
             let received = received.max(0);
             Record {
                 server: r.server,
@@ -293,6 +295,18 @@ mod tests {
             .tree_names()
             .iter()
             .any(|n| &n[..] == records_tree(1).as_bytes()));
+    }
+
+    #[test]
+    fn an_extreme_time_difference_upgrades_without_overflow() {
+        let mut r = v1_record(1);
+        r.timestamp_secs = u64::MAX;
+        r.time_diff_nanos = i128::MAX;
+        let up = v2::Record::from(r.clone());
+        assert_eq!(up.received_secs, u64::MAX);
+        r.time_diff_nanos = i128::MIN;
+        let up = v2::Record::from(r);
+        assert_eq!((up.received_secs, up.received_nanos), (0, 0));
     }
 
     #[test]

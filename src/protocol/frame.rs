@@ -27,8 +27,46 @@ pub struct LineCodec {
     max_line: usize,
     /// Where to resume searching for `\n` in the buffer.
     scanned: usize,
-    /// Set while discarding an over-long line: its start and the bytes seen so far.
-    discarding: Option<(Bytes, u64)>,
+    /// Set while discarding an over-long line.
+    discarding: Option<Discarding>,
+}
+
+/// An over-long line being discarded. Its start is kept until it holds [`TOO_LONG_ECHO`]
+/// bytes, however the line was cut into reads, so the answer does not depend on them.
+#[derive(Debug)]
+struct Discarding {
+    start: BytesMut,
+    length: u64,
+    /// Whether the last byte seen was `\r` (part of the terminator if `\n` follows).
+    cr: bool,
+}
+
+impl Discarding {
+    fn new(part: &[u8]) -> Discarding {
+        let mut d = Discarding {
+            start: BytesMut::new(),
+            length: 0,
+            cr: false,
+        };
+        d.see(part);
+        d
+    }
+
+    fn see(&mut self, part: &[u8]) {
+        let room = TOO_LONG_ECHO - self.start.len();
+        self.start.extend_from_slice(&part[..room.min(part.len())]);
+        self.length += part.len() as u64;
+        if let Some(&last) = part.last() {
+            self.cr = last == b'\r';
+        }
+    }
+
+    fn frame(self, terminated: bool) -> Frame {
+        Frame::TooLong {
+            start: self.start.freeze(),
+            length: self.length - u64::from(terminated && self.cr),
+        }
+    }
 }
 
 impl LineCodec {
@@ -53,17 +91,16 @@ impl Decoder for LineCodec {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
-        if let Some((start, seen)) = self.discarding.as_mut() {
-            return match buf.iter().position(|&b| b == b'\n') {
+        if let Some(discarding) = self.discarding.as_mut() {
+            let nl = buf.iter().position(|&b| b == b'\n');
+            discarding.see(&buf[..nl.unwrap_or(buf.len())]);
+            return match nl {
                 Some(nl) => {
-                    *seen += nl as u64;
                     buf.advance(nl + 1);
-                    let (start, length) = self.discarding.take().expect("discarding");
-                    Ok(Some(Frame::TooLong { start, length }))
+                    let discarding = self.discarding.take().expect("discarding");
+                    Ok(Some(discarding.frame(true)))
                 }
                 None => {
-                    *seen += buf.len() as u64;
-                    let _ = start;
                     buf.clear();
                     Ok(None)
                 }
@@ -88,8 +125,7 @@ impl Decoder for LineCodec {
             }
             // One byte of slack for a `\r` that may still be followed by `\n`.
             None if buf.len() > self.max_line + 1 => {
-                let start = Bytes::copy_from_slice(&buf[..TOO_LONG_ECHO.min(buf.len())]);
-                self.discarding = Some((start, buf.len() as u64));
+                self.discarding = Some(Discarding::new(buf));
                 self.scanned = 0;
                 buf.clear();
                 Ok(None)
@@ -105,15 +141,20 @@ impl Decoder for LineCodec {
         if let Some(frame) = self.decode(buf)? {
             return Ok(Some(frame));
         }
-        if let Some((start, length)) = self.discarding.take() {
-            return Ok(Some(Frame::TooLong { start, length }));
+        if let Some(discarding) = self.discarding.take() {
+            // Unterminated: a trailing `\r` counts as part of the line.
+            return Ok(Some(discarding.frame(false)));
         }
         if buf.is_empty() {
             return Ok(None);
         }
         self.scanned = 0;
         let line = buf.split_to(buf.len());
-        // Unterminated: a trailing `\r` is part of the line, not half a terminator.
+        // Unterminated: a trailing `\r` is part of the line, not half a terminator, so it
+        // counts against the limit too (`decode` held back one byte of slack for it).
+        if line.len() > self.max_line {
+            return Ok(Some(Discarding::new(&line).frame(false)));
+        }
         Ok(Some(Frame::Line(line.freeze())))
     }
 }
@@ -196,6 +237,35 @@ mod tests {
     fn a_line_exactly_at_the_limit_passes_even_with_crlf() {
         let mut c = LineCodec::new(4);
         assert_eq!(frames(&mut c, &[b"abcd\r", b"\nabcde\n"])[0], line(b"abcd"));
+    }
+
+    #[test]
+    fn the_echoed_start_does_not_depend_on_how_the_line_was_read() {
+        let long = [b'x'; 300];
+        let whole = frames(&mut LineCodec::new(8), &[&long[..], b"\r\n"]);
+        let cut = frames(
+            &mut LineCodec::new(8),
+            &[&long[..255], &long[255..], b"\r", b"\n"],
+        );
+        assert_eq!(whole, cut);
+        assert!(
+            matches!(&whole[..], [Frame::TooLong { start, length: 300 }] if start.len() == TOO_LONG_ECHO),
+            "{whole:?}"
+        );
+    }
+
+    #[test]
+    fn an_unterminated_line_one_byte_over_the_limit_is_too_long() {
+        let got = frames(&mut LineCodec::new(4), &[b"abcde"]);
+        assert!(
+            matches!(got[..], [Frame::TooLong { length: 5, .. }]),
+            "{got:?}"
+        );
+        let got = frames(&mut LineCodec::new(4), &[b"abcd\r"]);
+        assert!(
+            matches!(got[..], [Frame::TooLong { length: 5, .. }]),
+            "{got:?}"
+        );
     }
 
     #[test]
