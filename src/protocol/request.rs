@@ -121,8 +121,19 @@ fn parse_whatsat(client: &Bytes, radius: &Bytes, bound: &Bytes) -> Option<WhatsA
 fn parse_peer(f: &[Bytes]) -> Option<PeerLine> {
     let word = |b: &Bytes| std::str::from_utf8(b).ok().map(str::to_owned);
     let token = |b: &Bytes| is_hex_token(b).then(|| b.clone());
-    let number = |b: &Bytes| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
-    let epoch = |b: &Bytes| u128::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
+    // Digits only: Rust's integer parsers would also take a leading `+`.
+    let number = |b: &Bytes| {
+        let digits = b.iter().all(u8::is_ascii_digit);
+        digits
+            .then(|| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+            .flatten()
+    };
+    let epoch = |b: &Bytes| {
+        let digits = b.iter().all(u8::is_ascii_hexdigit);
+        digits
+            .then(|| u128::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok())
+            .flatten()
+    };
     let line = match (&f[0][..], &f[1..]) {
         (b"HERD", [h, dialer, listener, nonce]) if &h[..] == b"HELLO" => PeerLine::Hello {
             dialer: word(dialer)?,
@@ -267,6 +278,8 @@ mod tests {
             b"SYNC PULL x 1 1",
             b"SYNC PULL 1 -1 1",
             b"SYNC PULL 1 1",
+            b"SYNC PULL +ff +1 +a",
+            b"SYNC DONE +1 1",
             b"SYNC PULL 1 1 10000000000000000",
             b"SYNC NOPE 1 1",
         ] {
