@@ -224,23 +224,7 @@ impl Store {
         }
         let seq = *next_seq;
         *next_seq += 1;
-        let received = report.received().unwrap_or_default();
-        let record = Record {
-            server: report.server.clone(),
-            time_diff_nanos: report.time_diff.0,
-            location: report.location_text.to_vec(),
-            latitude: report.location.latitude,
-            longitude: report.location.longitude,
-            timestamp: report.timestamp_text.to_vec(),
-            timestamp_secs: report.timestamp.secs,
-            timestamp_nanos: report.timestamp.nanos,
-            received_secs: received.secs,
-            received_nanos: received.nanos,
-            at: report.at_line(),
-            seq,
-            learned_from: learned_from.map(|o| o.peer.to_owned()),
-            learned_incarnation: learned_from.map_or(0, |o| o.incarnation),
-        };
+        let record = record_of(report, seq, learned_from);
         let value = codec::encode(&record).map_err(|e| Error::store(&inner.path, e))?;
         // Three writes in an order that is safe to cut short (sled recovers a prefix of its
         // log): the new change-log entry first, so a record is never without one; then the
@@ -475,8 +459,29 @@ fn spawn_stall_breaker(inner: std::sync::Weak<Inner>) {
     }
 }
 
+/// The stored form of a report written under change number `seq`.
+pub fn record_of(report: &Report, seq: u64, learned_from: Option<Origin<'_>>) -> Record {
+    let received = report.received().unwrap_or_default();
+    Record {
+        server: report.server.clone(),
+        time_diff_nanos: report.time_diff.0,
+        location: report.location_text.to_vec(),
+        latitude: report.location.latitude,
+        longitude: report.location.longitude,
+        timestamp: report.timestamp_text.to_vec(),
+        timestamp_secs: report.timestamp.secs,
+        timestamp_nanos: report.timestamp.nanos,
+        received_secs: received.secs,
+        received_nanos: received.nanos,
+        at: report.at_line(),
+        seq,
+        learned_from: learned_from.map(|o| o.peer.to_owned()),
+        learned_incarnation: learned_from.map_or(0, |o| o.incarnation),
+    }
+}
+
 /// Rebuilds a stored record; a record whose fields disagree with each other is corrupt.
-fn decode_record(client: &[u8], value: &[u8]) -> std::result::Result<Stored, String> {
+pub fn decode_record(client: &[u8], value: &[u8]) -> std::result::Result<Stored, String> {
     let r: Record = codec::decode(value).map_err(|e| e.to_string())?;
     let report = Report {
         server: r.server,
