@@ -36,6 +36,9 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// The directive that keeps the readiness line on whatever the filter.
+const READY: &str = "herd::ready=info";
+
 /// Keeps the file writer's background thread alive; drop it last to flush the log.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
@@ -53,9 +56,14 @@ pub fn init_node(log_dir: &Path, name: &str) -> Result<LogGuard> {
         .lossy(false)
         .buffered_lines_limit(1 << 16)
         .finish(file);
-    let file_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr_filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,herd::ready=info"));
+    // The readiness line is part of the interface: whatever RUST_LOG says, it is logged.
+    let filter = |default: &str| {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(default))
+            .add_directive(READY.parse().expect("a valid directive"))
+    };
+    let file_filter = filter("info");
+    let stderr_filter = filter("warn");
     tracing_subscriber::registry()
         .with(
             tfmt::layer()
