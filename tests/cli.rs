@@ -153,3 +153,28 @@ fn defaults_come_from_the_working_directory_and_sigterm_exits_0() {
     );
     assert!(log.contains("ready"), "the log announces readiness");
 }
+
+#[test]
+fn rust_log_filters_the_log_file() {
+    let herd = Herd::new(&["Q"], &[], "");
+    let mut node = spawn({
+        let mut cmd = herd.command("Q");
+        cmd.env("RUST_LOG", "warn");
+        cmd
+    });
+    eventually(std::time::Duration::from_secs(20), "readiness", || {
+        node.stderr.lock().unwrap().contains(" ready ")
+    });
+    assert!(herd.ask("Q", b"IAMAT quiet +1+2 3\n").starts_with(b"AT Q "));
+    signal(&node.child, libc::SIGTERM);
+    wait_with_deadline(&mut node.child, std::time::Duration::from_secs(20)).expect("exit");
+    let log = herd.log("Q");
+    assert!(
+        log.contains("protected mode"),
+        "warnings still go to the log: {log}"
+    );
+    assert!(
+        !log.contains("IAMAT quiet"),
+        "RUST_LOG=warn must drop the per-line info records: {log}"
+    );
+}
