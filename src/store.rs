@@ -564,8 +564,11 @@ pub fn open_for_inspection(
     if !path.exists() {
         return Err(Error::store(&path, "no store here"));
     }
+    // sled writes to a database it opens (a snapshot, at least), so read a scratch copy: the
+    // store itself, perhaps one kept aside for inspection, stays byte for byte as it was.
+    let scratch = Scratch::copy_of(&path)?;
     let db = sled::Config::new()
-        .path(&path)
+        .path(&scratch.0)
         .open()
         .map_err(|e| Error::store(&path, e))?;
     let version = herd_migrations::version(&db).map_err(|e| Error::store(&path, e))?;
@@ -591,6 +594,49 @@ pub fn open_for_inspection(
         ));
     }
     Ok(out)
+}
+
+/// A temporary copy of a store directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn copy_of(store: &Path) -> Result<Scratch> {
+        let stamp = Timestamp::now();
+        let name = format!(
+            "herd-inspect-{}-{}{:09}",
+            std::process::id(),
+            stamp.secs,
+            stamp.nanos
+        );
+        let scratch = Scratch(std::env::temp_dir().join(name));
+        copy_tree(store, &scratch.0).map_err(|e| {
+            Error::io(
+                format!("copy {} to {}", store.display(), scratch.0.display()),
+                e,
+            )
+        })?;
+        Ok(scratch)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 fn lock_dir_existing(dir: &Path) -> Result<File> {

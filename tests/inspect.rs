@@ -37,7 +37,13 @@ fn prints_every_field_of_every_record_and_refuses_a_running_node() {
     assert!(msg.contains("in use by a running node"), "{msg}");
 
     assert_eq!(herd.stop("Clark").code(), Some(0));
+    let before = snapshot(&herd.state_dir("Clark"));
     let records = inspect(&herd.state_dir("Clark"));
+    assert_eq!(
+        snapshot(&herd.state_dir("Clark")),
+        before,
+        "inspect must not change the store's files"
+    );
     assert_eq!(records.len(), 2);
     let k = records
         .iter()
@@ -95,4 +101,19 @@ fn a_missing_state_dir_is_a_clear_error() {
         msg.contains("nope") && msg.contains("no such state directory"),
         "{msg}"
     );
+}
+
+/// Every file under `dir` with its bytes, in path order.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(snapshot(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
 }
