@@ -71,10 +71,13 @@ impl Node {
     pub fn accept(&self, report: Report, came_from: Option<Origin<'_>>) -> Result<Merged> {
         let merged = self.inner.store.merge(&report, came_from)?;
         if let Merged::Stored(_) = merged {
-            let report = Arc::new(report);
+            // Rendered once, shared by every link's queue.
+            let mut line = report.at_line();
+            line.push(b'\n');
+            let line = bytes::Bytes::from(line);
             let from = came_from.map(|o| o.peer);
             for peer in forward_targets(self.inner.config.peers_of(&self.inner.name), from) {
-                self.inner.links.forward(peer, &report);
+                self.inner.links.forward(peer, &line);
             }
         }
         Ok(merged)

@@ -6,7 +6,6 @@
 //! PULLs in batches and asks for syncs. Splitting them means two servers that are both
 //! writing a large sync at each other can never deadlock on full socket buffers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,7 +22,6 @@ use crate::logging::Escaped;
 use crate::node::Node;
 use crate::protocol::frame::Frame;
 use crate::protocol::request::{parse, PeerLine, Request};
-use crate::report::Report;
 use crate::store::Merged;
 
 /// What the reader tells the writer.
@@ -191,12 +189,12 @@ async fn run_session(
                     }
                     Event::PullDone => pull_pending = false,
                 },
-                Some(report) = inbox.queue.recv() => {
-                    push_report(&mut buf, &report);
+                Some(line) = inbox.queue.recv() => {
+                    buf.extend_from_slice(&line);
                     // Drain what else is queued into the same write.
                     while buf.len() < 60 * 1024 {
                         match inbox.queue.try_recv() {
-                            Ok(r) => push_report(&mut buf, &r),
+                            Ok(r) => buf.extend_from_slice(&r),
                             Err(_) => break,
                         }
                     }
@@ -233,11 +231,6 @@ async fn run_session(
     };
     reader_task.abort();
     end
-}
-
-fn push_report(buf: &mut Vec<u8>, report: &Arc<Report>) {
-    buf.extend_from_slice(&report.at_line());
-    buf.push(b'\n');
 }
 
 async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(

@@ -18,14 +18,13 @@ pub mod sync;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::frame::LineCodec;
-use crate::report::Report;
 
 /// An authenticated connection to a peer.
 pub struct Session {
@@ -39,7 +38,7 @@ pub struct Session {
 }
 
 struct Handle {
-    queue: mpsc::Sender<Arc<Report>>,
+    queue: mpsc::Sender<Bytes>,
     inbound: mpsc::Sender<Session>,
     dropped: AtomicU64,
 }
@@ -52,7 +51,8 @@ pub struct Links {
 /// The receiving ends of one link, handed to its actor.
 pub struct LinkInbox {
     pub peer: String,
-    pub queue: mpsc::Receiver<Arc<Report>>,
+    /// Reports to send, each already its AT line with the newline.
+    pub queue: mpsc::Receiver<Bytes>,
     pub inbound: mpsc::Receiver<Session>,
 }
 
@@ -84,12 +84,13 @@ impl Links {
         (Links { handles }, inboxes)
     }
 
-    /// Queues a report for `peer` without waiting; drops it if the queue is full.
-    pub fn forward(&self, peer: &str, report: &Arc<Report>) {
+    /// Queues a report's AT line (with its newline) for `peer` without waiting; drops it if the
+    /// queue is full.
+    pub fn forward(&self, peer: &str, line: &Bytes) {
         let Some(handle) = self.handles.get(peer) else {
             return;
         };
-        if handle.queue.try_send(Arc::clone(report)).is_err() {
+        if handle.queue.try_send(line.clone()).is_err() {
             let dropped = handle.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(
