@@ -310,6 +310,37 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_cut_short_is_redone_from_the_old_tree() {
+        // A crash mid-upgrade leaves the version at 1, the old tree whole, and a partial new
+        // tree, here holding a record that the old tree does not have.
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(FORMAT_KEY, &1u32.to_be_bytes()).unwrap();
+        let old = db.open_tree(records_tree(1)).unwrap();
+        old.insert(b"kiwi", codec::encode(&v1_record(7)).unwrap())
+            .unwrap();
+        let partial = db.open_tree(records_tree(2)).unwrap();
+        partial
+            .insert(b"half-written", b"garbage".to_vec())
+            .unwrap();
+        drop((old, partial));
+        assert_eq!(
+            upgrade(&db).unwrap(),
+            Outcome::Upgraded {
+                from: 1,
+                records: 1
+            }
+        );
+        let new = db.open_tree(records_tree(2)).unwrap();
+        let keys: Vec<_> = new.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(
+            keys,
+            [b"kiwi".to_vec()],
+            "the partial tree is redone, not kept"
+        );
+    }
+
+    #[test]
     fn a_newer_store_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
