@@ -2,8 +2,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::time::Duration;
 
 use common::*;
@@ -107,19 +107,6 @@ fn any_bytes_get_exactly_one_answer_per_non_empty_line() {
     assert!(herd.ask("P", b"IAMAT alive +1+2 3\n").starts_with(b"AT P "));
 }
 
-/// Connects to `herd`'s node `to` as its linked peer `as_peer` (no secret: loopback suffices).
-fn fake_peer(herd: &Herd, to: &str, as_peer: &str) -> BufReader<TcpStream> {
-    let mut s = TcpStream::connect(herd.addr(to)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("HERD HELLO {as_peer} {to} 00ff\n").as_bytes())
-        .unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert_eq!(line, "HERD WELCOME\n");
-    r
-}
-
 #[test]
 fn a_lying_peer_is_logged_and_dropped_and_never_poisons_the_store() {
     // Only N runs; the test plays its linked peer L.
@@ -129,7 +116,7 @@ fn a_lying_peer_is_logged_and_dropped_and_never_poisons_the_store() {
         "[peers]\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
     );
     herd.start("N");
-    let mut peer = fake_peer(&herd, "N", "L");
+    let mut peer = herd.link_as("N", "L");
     let w = peer.get_mut();
     w.write_all(b"AT L +0.100000000 good +1+2 100\n").unwrap();
     for bad in [
@@ -188,7 +175,7 @@ fn a_flooding_peer_cannot_starve_clients() {
         "[peers]\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
     );
     herd.start("N");
-    let peer = fake_peer(&herd, "N", "L");
+    let peer = herd.link_as("N", "L");
     let mut w = peer.into_inner();
     let flooder = std::thread::spawn(move || {
         let mut batch = Vec::new();
@@ -230,7 +217,7 @@ fn a_peer_that_never_reads_does_not_delay_clients() {
     );
     herd.start("N");
     // L links up and then reads nothing, ever: N's writes to it back up, then its queue fills.
-    let silent = fake_peer(&herd, "N", "L");
+    let silent = herd.link_as("N", "L");
     let mut c = Client::connect(&herd.addr("N"));
     let padding = "x".repeat(1000);
     for i in 0..10_000 {

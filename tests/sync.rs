@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Links to node `to` as its peer `as_peer` (no secret: loopback suffices).
-fn link(herd: &Herd, to: &str, as_peer: &str) -> BufReader<TcpStream> {
-    let mut s = TcpStream::connect(herd.addr(to)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("HERD HELLO {as_peer} {to} 00ff\n").as_bytes())
-        .unwrap();
-    let mut r = BufReader::new(s);
-    assert_eq!(line(&mut r), "HERD WELCOME");
-    r
-}
-
 fn line(r: &mut BufReader<TcpStream>) -> String {
     let mut l = String::new();
     r.read_line(&mut l).unwrap();
@@ -33,7 +22,7 @@ fn a_node_pulls_at_link_up_and_then_every_interval() {
         "[peers]\nsync_interval_secs = 1\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
     );
     herd.start("N");
-    let mut peer = link(&herd, "N", "L");
+    let mut peer = herd.link_as("N", "L");
     // At link-up: a PULL for everything (N has no cursor for L yet).
     let first = line(&mut peer);
     assert!(first.starts_with("SYNC PULL 0 0 "), "{first}");
@@ -65,7 +54,7 @@ fn a_node_pulls_at_link_up_and_then_every_interval() {
     eventually(Duration::from_secs(5), "the drop to be logged", || {
         herd.log("N").contains("link dropped")
     });
-    let mut again = link(&herd, "N", "L");
+    let mut again = herd.link_as("N", "L");
     let third = line(&mut again);
     assert!(third.starts_with("SYNC PULL abc 42 "), "{third}");
 }
@@ -81,7 +70,7 @@ fn a_pull_is_answered_with_the_changes_after_the_cursor() {
     let mut c = Client::connect(&herd.addr("N"));
     let a = c.iamat("a", "+1+2", "1");
     let b = c.iamat("b", "+1+2", "1");
-    let mut peer = link(&herd, "N", "L");
+    let mut peer = herd.link_as("N", "L");
     let _their_pull = line(&mut peer);
     // Everything (we know no epoch of N's store yet). The reports queued for us while we were
     // away come too, as live floods, so collect every AT line until DONE.

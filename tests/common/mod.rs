@@ -548,3 +548,22 @@ pub fn check_whatsat_answer(answer: &[u8], bound: usize) -> &[u8] {
     assert!(obj["status"].is_string(), "status: {:?}", show());
     at
 }
+
+impl Herd {
+    /// Links to node `to` as its linked peer `as_peer`, the way a server without a secret does
+    /// from loopback, and returns the connection after `HERD WELCOME`.
+    pub fn link_as(&self, to: &str, as_peer: &str) -> BufReader<TcpStream> {
+        let mut s = TcpStream::connect(self.addr(to)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("HERD HELLO {as_peer} {to} 00ff\n").as_bytes())
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut welcome = String::new();
+        r.read_line(&mut welcome).unwrap();
+        assert_eq!(
+            welcome, "HERD WELCOME\n",
+            "{as_peer} was not let in by {to}"
+        );
+        r
+    }
+}
