@@ -38,6 +38,8 @@ struct File {
     limits: Limits,
     #[serde(default)]
     peers: PeerConfig,
+    #[serde(default)]
+    admin: BTreeMap<String, String>,
 }
 
 /// How hard the store works to keep an acknowledged report.
@@ -156,6 +158,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub limits: Limits,
     pub peers: PeerConfig,
+    /// `[admin]`: the address of each server's admin HTTP endpoint, for those that have one.
+    pub admin: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -268,6 +272,23 @@ impl Config {
                 "peers: queue, backoff_min_ms and sync_interval_secs must be positive",
             ));
         }
+        for (name, addr) in &file.admin {
+            if !file.servers.contains_key(name) {
+                return Err(Error::config(
+                    source,
+                    format!("admin.{name}: no server named {name:?} in [servers]"),
+                ));
+            }
+            validate_addr(addr).map_err(|why| {
+                Error::config(source, format!("admin.{name}: address {addr:?} {why}"))
+            })?;
+            if let Some(other) = seen_addr.get(addr.as_str()) {
+                return Err(Error::config(
+                    source,
+                    format!("admin.{name}: address {addr} is also the address of server {other}"),
+                ));
+            }
+        }
         Ok(Config {
             source: source.to_owned(),
             servers: file.servers,
@@ -277,6 +298,7 @@ impl Config {
             store: file.store,
             limits: file.limits,
             peers: file.peers,
+            admin: file.admin,
         })
     }
 
@@ -364,6 +386,12 @@ mod tests {
         assert!(e.contains("port"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\nA = \"127.0.0.1:2\"\n");
         assert!(e.to_lowercase().contains("duplicate"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[admin]\nB = \"127.0.0.1:2\"\n");
+        assert!(e.contains("admin.B") && e.contains("no server named"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[admin]\nA = \"127.0.0.1\"\n");
+        assert!(e.contains("admin.A") && e.contains("host:port"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[admin]\nA = \"127.0.0.1:1\"\n");
+        assert!(e.contains("admin.A") && e.contains("also the address"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");
         assert!(e.contains("durability") || e.contains("maybe"), "{e}");
     }

@@ -61,6 +61,11 @@ impl<'a> Row<'a> {
     }
 }
 
+/// One record as the JSON object `--format json` prints (and `/clients/ID` answers).
+pub fn record_json(stored: &Stored) -> serde_json::Value {
+    serde_json::to_value(Row::new(stored)).expect("a row always serializes")
+}
+
 /// Prints every record of the store under `state_dir` (or only `client`'s) to `out`.
 /// Returns the number printed; undecodable records are reported on stderr and skipped.
 pub fn run(

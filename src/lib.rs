@@ -4,12 +4,17 @@
 //! stamped location report; [`herd`] decides, without I/O, what to store and whom to tell;
 //! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
 //! authenticated links between servers; [`server`] and [`connection`] serve clients.
+//! Around them: [`telemetry`] counts what the node does and [`admin`] serves it over HTTP;
+//! [`client`], [`up`], [`bench`] and [`inspect`] are the operator's commands.
 
+pub mod admin;
 pub mod bench;
+pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod fdlimit;
 pub mod herd;
 pub mod inspect;
 pub mod logging;
@@ -20,4 +25,5 @@ pub mod protocol;
 pub mod report;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod up;

@@ -36,9 +36,15 @@ enum Command {
         /// Bind this address instead of the one the config lists (peers still dial the listed one).
         #[arg(long)]
         listen: Option<String>,
+        /// Serve the admin HTTP endpoint (/healthz, /metrics, /status, /clients/ID) at this
+        /// address, instead of the one [admin] lists for NAME.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
     },
     /// Run every server of the config as its own process until Ctrl-C.
     Up(herd::up::UpArgs),
+    /// Send request lines to a running node and print the answers (interactive on a terminal).
+    Client(herd::client::ClientArgs),
     /// Drive a running herd with concurrent client connections and print throughput and latency.
     Bench(herd::bench::BenchArgs),
     /// Print a stopped node's stored records.
@@ -80,6 +86,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             state_dir,
             log_dir,
             listen,
+            admin,
         } => {
             let config = Config::load(config.as_deref())?;
             config.addr(&name)?;
@@ -90,6 +97,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 config,
                 state_dir,
                 listen,
+                admin,
             };
             let result =
                 runtime()?.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
@@ -101,6 +109,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Up(args) => {
             herd::logging::init_stderr();
             runtime()?.block_on(herd::up::run(args))
+        }
+        Command::Client(args) => {
+            herd::logging::init_stderr();
+            herd::client::run(args)
         }
         Command::Bench(args) => {
             herd::logging::init_stderr();

@@ -10,6 +10,7 @@ use crate::peer::Links;
 use crate::places::Places;
 use crate::report::Report;
 use crate::store::{Merged, Store};
+use crate::telemetry::Telemetry;
 
 /// A node handle. Cloning is an `Arc` bump.
 #[derive(Clone)]
@@ -23,10 +24,18 @@ struct Inner {
     store: Store,
     places: Places,
     links: Links,
+    telemetry: Telemetry,
 }
 
 impl Node {
-    pub fn new(name: String, config: Config, store: Store, places: Places, links: Links) -> Node {
+    pub fn new(
+        name: String,
+        config: Config,
+        store: Store,
+        places: Places,
+        links: Links,
+        telemetry: Telemetry,
+    ) -> Node {
         Node {
             inner: Arc::new(Inner {
                 name,
@@ -34,6 +43,7 @@ impl Node {
                 store,
                 places,
                 links,
+                telemetry,
             }),
         }
     }
@@ -58,6 +68,11 @@ impl Node {
         &self.inner.links
     }
 
+    /// Counters, gauges and status-page state.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
     /// Whether `name` is a server linked to this one.
     pub fn is_linked(&self, name: &str) -> bool {
         self.inner
@@ -70,9 +85,14 @@ impl Node {
     /// it came from. The forward is queued before this returns, so before any answer.
     pub fn accept(&self, report: Report, came_from: Option<Origin<'_>>) -> Result<Merged> {
         let merged = self.inner.store.merge(&report, came_from)?;
-        if let Merged::Stored(_) = merged {
+        let stored = matches!(merged, Merged::Stored(_));
+        self.inner.telemetry.report(stored);
+        if stored {
             // Rendered once, shared by every link's queue.
             let mut line = report.at_line();
+            self.inner
+                .telemetry
+                .recent_report(&line, came_from.map(|o| o.peer));
             line.push(b'\n');
             let line = bytes::Bytes::from(line);
             let from = came_from.map(|o| o.peer);

@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::peer::{link, Links};
 use crate::places::Places;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// How long shutdown waits for connections and links to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +35,8 @@ pub struct ServeOptions {
     pub state_dir: PathBuf,
     /// Bind this instead of the listed address.
     pub listen: Option<String>,
+    /// Serve the admin HTTP endpoint here (overrides `[admin]` in the config).
+    pub admin: Option<String>,
 }
 
 /// Runs a node until `shutdown` resolves; returns once the store is flushed.
@@ -43,6 +46,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         config,
         state_dir,
         listen,
+        admin,
     } = opts;
     let listed = config.addr(&name)?.to_owned();
     let addr = listen.unwrap_or_else(|| listed.clone());
@@ -53,13 +57,20 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("read the listening address", e))?;
+    let telemetry = Telemetry::new(&name, config.peers_of(&name));
+    let admin = crate::admin::start(&name, &config, admin, &telemetry).await?;
 
     let store_dir = state_dir.clone();
     let cache_mib = config.store.cache_mib;
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, cache_mib))
         .await
         .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
-    let places = Places::new(&config.places)?;
+    let counting = store.clone();
+    let records = tokio::task::spawn_blocking(move || crate::telemetry::count_at_open(&counting))
+        .await
+        .map_err(|e| Error::io("count the store's records", std::io::Error::other(e)))?;
+    telemetry.store_opened(&store, records);
+    let places = Places::new(&config.places)?.observed_by(telemetry.clone());
     if config.secret.is_none() {
         tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");
     }
@@ -68,21 +79,28 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let tasks = TaskTracker::new();
     match config.store.durability {
         Durability::Flush => {
-            tasks.spawn(store.clone().run_committer(stop.clone()));
+            let t = telemetry.clone();
+            tasks.spawn(store.clone().run_committer(stop.clone(), move |d| t.flush(d)));
         }
         Durability::None => {
             let every = Duration::from_millis(config.store.flush_every_ms.max(1));
-            tasks.spawn(store.clone().run_periodic_flush(every, stop.clone()));
+            let t = telemetry.clone();
+            tasks.spawn(store.clone().run_periodic_flush(every, stop.clone(), move |d| t.flush(d)));
         }
     }
     let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue);
-    let max_connections = config.limits.max_connections;
-    let node = Node::new(name.clone(), config, store.clone(), places, links);
+    let max_connections =
+        crate::fdlimit::prepare(config.limits.max_connections, config.peers_of(&name).count());
+    let node = Node::new(name.clone(), config, store.clone(), places, links, telemetry.clone());
+    if let Some(admin) = &admin {
+        let _ = admin.node.set(node.clone());
+    }
     for inbox in inboxes {
         let span = tracing::info_span!("link", peer = %inbox.peer);
         tasks.spawn(link::run(node.clone(), inbox, stop.clone()).instrument(span));
     }
 
+    telemetry.set_ready();
     tracing::info!(target: "herd::ready", server = %name, listen = %local, store = %store.path().display(), "ready");
 
     let connections = TaskTracker::new();
@@ -102,9 +120,11 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!("conn", id, %remote);
                     let (node, stop) = (node.clone(), stop.clone());
+                    let counted = telemetry.connection_opened();
                     connections.spawn(
                         async move {
                             crate::connection::serve(node, stream, remote, stop).await;
+                            drop(counted);
                             drop(permit);
                         }
                         .instrument(span),
@@ -119,6 +139,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
 
+    telemetry.set_stopping();
     tracing::info!(server = %name, "shutting down");
     drop(listener);
     stop.cancel();
@@ -138,25 +159,10 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|e| Error::io("flush the store", std::io::Error::other(e)))??;
     tracing::info!(server = %name, "stopped; store flushed");
-    Ok(())
-}
-
-/// Raises the soft limit on open files to the hard limit: every client and peer connection is
-/// a descriptor, and the default soft limit (often 1,024) is far below `max_connections`.
-pub fn raise_fd_limit() {
-    #[cfg(unix)]
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!("cannot raise the open-file limit");
-            }
-        }
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -100,6 +100,8 @@ struct Inner {
     wanted: Notify,
     /// When the merge now writing started (milliseconds on [`Inner::clock`]), or 0.
     writing_since: AtomicU64,
+    /// Clients stored for the first time since open (the record count without a walk).
+    added: AtomicU64,
     clock: std::time::Instant,
     _lock: File,
 }
@@ -166,6 +168,7 @@ impl Store {
                 flushed,
                 wanted: Notify::new(),
                 writing_since: AtomicU64::new(0),
+                added: AtomicU64::new(0),
                 clock: std::time::Instant::now(),
                 _lock: lock,
             }),
@@ -193,6 +196,11 @@ impl Store {
     /// is for tools and tests, not for a running node's hot paths.
     pub fn len(&self) -> usize {
         self.inner.records.len()
+    }
+
+    /// How many clients were stored for the first time since the store was opened.
+    pub fn clients_added(&self) -> u64 {
+        self.inner.added.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -245,6 +253,8 @@ impl Store {
                 .changes
                 .remove(old.seq.to_be_bytes())
                 .map_err(sled_err)?;
+        } else {
+            inner.added.fetch_add(1, Ordering::Relaxed);
         }
         let ticket = inner.written.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Merged::Stored(Commit(ticket)))
@@ -269,7 +279,12 @@ impl Store {
 
     /// The group committer: flushes whenever someone waits, covering every write made before
     /// the flush began. Runs until the store's last handle is dropped or `stop` fires.
-    pub async fn run_committer(self, stop: tokio_util::sync::CancellationToken) {
+    /// `on_flush` is told how long each flush took.
+    pub async fn run_committer(
+        self,
+        stop: tokio_util::sync::CancellationToken,
+        on_flush: impl Fn(std::time::Duration) + Send + 'static,
+    ) {
         loop {
             tokio::select! {
                 _ = self.inner.wanted.notified() => {}
@@ -280,8 +295,10 @@ impl Store {
                 continue;
             }
             let store = self.clone();
+            let began = std::time::Instant::now();
             match tokio::task::spawn_blocking(move || store.inner.db.flush()).await {
                 Ok(Ok(_)) => {
+                    on_flush(began.elapsed());
                     self.inner.flushed.send_replace(target);
                 }
                 Ok(Err(e)) => {
@@ -299,6 +316,7 @@ impl Store {
         self,
         every: std::time::Duration,
         stop: tokio_util::sync::CancellationToken,
+        on_flush: impl Fn(std::time::Duration) + Send + 'static,
     ) {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -308,7 +326,9 @@ impl Store {
             }
             let target = self.inner.written.load(Ordering::SeqCst);
             let store = self.clone();
+            let began = std::time::Instant::now();
             if let Ok(Ok(_)) = tokio::task::spawn_blocking(move || store.inner.db.flush()).await {
+                on_flush(began.elapsed());
                 self.inner.flushed.send_replace(target);
             }
         }
@@ -659,7 +679,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8).unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(store.clone().run_committer(stop.clone()));
+        tokio::spawn(store.clone().run_committer(stop.clone(), |_| {}));
         let old = report("AT A +0.100000000 kiwi +1+2 100");
         let new = report("AT B +0.100000000 kiwi +1+2 200");
         let Merged::Stored(c) = store.merge(&new, None).unwrap() else {

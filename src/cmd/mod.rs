@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 
 use crate::node::Node;
 use crate::protocol::request::{invalid_answer, Request};
+use crate::telemetry::RequestKind;
 
 /// A request's answer, now or later.
 pub enum Answer {
@@ -26,6 +27,15 @@ pub enum Answer {
 /// Runs one parsed client request. Peer-only lines are invalid here; the connection handles
 /// `HERD HELLO` itself before calling this.
 pub fn execute(node: &Node, line: &Bytes, request: Request) -> Answer {
+    // A WHATSAT counts itself: it is invalid when the client is unknown.
+    let kind = match &request {
+        Request::Empty | Request::WhatsAt(_) => None,
+        Request::IAmAt(_) => Some(RequestKind::IAmAt),
+        Request::At(_) | Request::Peer(_) | Request::Invalid => Some(RequestKind::Invalid),
+    };
+    if let Some(kind) = kind {
+        node.telemetry().request(kind);
+    }
     match request {
         Request::Empty => Answer::Nothing,
         Request::IAmAt(req) => iamat::execute(node, req),

@@ -7,16 +7,22 @@ use futures::FutureExt;
 use super::Answer;
 use crate::node::Node;
 use crate::protocol::request::{invalid_answer, WhatsAt};
+use crate::telemetry::RequestKind;
 
 pub fn execute(node: &Node, line: &Bytes, request: WhatsAt) -> Answer {
     let stored = match node.store().get(&request.client) {
         Ok(Some(stored)) => stored,
-        Ok(None) => return Answer::Ready(invalid_answer(line)),
+        Ok(None) => {
+            node.telemetry().request(RequestKind::Invalid);
+            return Answer::Ready(invalid_answer(line));
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read the store for a WHATSAT");
+            node.telemetry().request(RequestKind::Invalid);
             return Answer::Ready(invalid_answer(line));
         }
     };
+    node.telemetry().request(RequestKind::WhatsAt);
     let places = node.places().clone();
     Answer::Later(
         async move {

@@ -6,6 +6,8 @@
 //! PULLs in batches and asks for syncs. Splitting them means two servers that are both
 //! writing a large sync at each other can never deadlock on full socket buffers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -92,6 +94,7 @@ pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) 
         };
         delay = backoff_min;
         tracing::info!(peer = %peer, dialer = %session.dialer, addr = %session.addr, "link up");
+        node.telemetry().peer_up(&peer, true);
         match run_session(&node, session, &mut inbox, &shutdown).await {
             End::Shutdown => return,
             End::Replaced(next) => {
@@ -100,6 +103,7 @@ pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) 
             }
             End::Dropped(why) => {
                 tracing::info!(peer = %peer, reason = %why, "link dropped");
+                node.telemetry().peer_up(&peer, false);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     Some(s) = inbox.inbound.recv() => pending = Some(s),
@@ -146,7 +150,16 @@ async fn run_session(
         ..
     } = session;
     let (events_tx, mut events) = mpsc::channel(16);
-    let mut reader_task = tokio::spawn(read_peer(node.clone(), peer.clone(), reader, events_tx));
+    // Whether our PULL is being answered: what arrives meanwhile counts as sync traffic.
+    let pulling = Arc::new(AtomicBool::new(true));
+    let mut reader_task = tokio::spawn(read_peer(
+        node.clone(),
+        peer.clone(),
+        reader,
+        events_tx,
+        Arc::clone(&pulling),
+    ));
+    let telemetry = node.telemetry().clone();
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
     let store = node.store();
     let sync_every = Duration::from_secs(node.config().peers.sync_interval_secs);
@@ -159,6 +172,7 @@ async fn run_session(
     let end = 'session: {
         let first = pull_line(store.cursor(&peer).unwrap_or(None), store.incarnation());
         tracing::info!(peer = %peer, request = first.trim_end(), "sync requested");
+        telemetry.sync_bytes(&peer, first.len() as u64, 0);
         if let Err(e) = write_flush(&mut out, first.as_bytes()).await {
             break 'session End::Dropped(e.to_string());
         }
@@ -201,7 +215,10 @@ async fn run_session(
                 }
                 _ = std::future::ready(()), if serving.is_some() => {
                     let serve = serving.as_mut().expect("checked");
-                    match serve.step(&store, &mut buf) {
+                    let before = buf.len();
+                    let stepped = serve.step(&store, &mut buf);
+                    telemetry.sync_bytes(&peer, (buf.len() - before) as u64, 0);
+                    match stepped {
                         Ok(true) => {
                             tracing::info!(peer = %peer, sent = serve.sent, skipped = serve.skipped, incremental = serve.incremental, "sync served");
                             serving = None;
@@ -217,6 +234,8 @@ async fn run_session(
                     if !pull_pending {
                         let line = pull_line(store.cursor(&peer).unwrap_or(None), store.incarnation());
                         tracing::debug!(peer = %peer, request = line.trim_end(), "periodic sync requested");
+                        pulling.store(true, Ordering::Relaxed);
+                        telemetry.sync_bytes(&peer, line.len() as u64, 0);
                         buf.extend_from_slice(line.as_bytes());
                         pull_pending = true;
                     }
@@ -250,7 +269,9 @@ async fn read_peer(
         crate::protocol::frame::LineCodec,
     >,
     events: mpsc::Sender<Event>,
+    pulling: Arc<AtomicBool>,
 ) -> String {
+    let telemetry = node.telemetry().clone();
     let mut received = 0u64;
     let mut applied = 0u64;
     // The peer names its incarnation in its first PULL, which it sends before anything else.
@@ -265,7 +286,17 @@ async fn read_peer(
             Some(Err(e)) => return e.to_string(),
             None => return "closed by peer".to_owned(),
         };
-        match parse(&line) {
+        let request = parse(&line);
+        // The line and its newline, when it is sync traffic.
+        let sync_bytes = match &request {
+            Request::At(_) if pulling.load(Ordering::Relaxed) => line.len() as u64 + 1,
+            Request::Peer(_) => line.len() as u64 + 1,
+            _ => 0,
+        };
+        if sync_bytes > 0 {
+            telemetry.sync_bytes(&peer, 0, sync_bytes);
+        }
+        match request {
             Request::At(report) => {
                 received += 1;
                 let origin = Origin {
@@ -304,6 +335,8 @@ async fn read_peer(
                     tracing::error!(peer = %peer, error = %e, "cannot save the sync cursor");
                 }
                 tracing::info!(peer = %peer, received, applied, seq, "sync done");
+                pulling.store(false, Ordering::Relaxed);
+                telemetry.sync_round(&peer);
                 received = 0;
                 applied = 0;
                 if events.send(Event::PullDone).await.is_err() {

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::protocol::location::Location;
 use crate::protocol::number::Radius;
+use crate::telemetry::Telemetry;
 
 use cache::{Cache, Key, Stats};
 use document::{Document, Failure, MAX_RESULTS};
@@ -109,6 +110,8 @@ enum Provider {
 #[derive(Clone)]
 pub struct Places {
     provider: Arc<Provider>,
+    /// Told of every cache hit or miss and every upstream request's time.
+    telemetry: Option<Telemetry>,
 }
 
 impl Places {
@@ -176,7 +179,14 @@ impl Places {
         };
         Ok(Places {
             provider: Arc::new(provider),
+            telemetry: None,
         })
+    }
+
+    /// Reports cache hits and misses and upstream times to `telemetry`.
+    pub fn observed_by(mut self, telemetry: Telemetry) -> Places {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// The places document for a WHATSAT: a JSON object in Google's Nearby Search shape with
@@ -197,16 +207,39 @@ impl Places {
                 offline.fetch(location, radius.metres()).await.map(Arc::new)
             }
             Provider::Google(google, cache) => {
-                cache
-                    .get_or_fetch(key, google.fetch(location, radius))
+                self.cached(cache, key, google.fetch(location, radius))
                     .await
             }
             Provider::GoogleNew(google, cache) => {
-                cache
-                    .get_or_fetch(key, google.fetch(location, radius))
+                self.cached(cache, key, google.fetch(location, radius))
                     .await
             }
         }
+    }
+
+    /// Asks the cache, timing the upstream request when the cache runs it.
+    async fn cached(
+        &self,
+        cache: &Cache,
+        key: Key,
+        fetch: impl std::future::Future<Output = Result<Document, Failure>>,
+    ) -> Result<Arc<Document>, Failure> {
+        let mut fetched = false;
+        let telemetry = self.telemetry.as_ref();
+        let timed = async {
+            fetched = true;
+            let began = std::time::Instant::now();
+            let result = fetch.await;
+            if let Some(t) = telemetry {
+                t.places_upstream(began.elapsed());
+            }
+            result
+        };
+        let answer = cache.get_or_fetch(key, timed).await;
+        if let Some(t) = telemetry {
+            t.places_cache(!fetched);
+        }
+        answer
     }
 
     /// The cache's hit and miss counts; `None` for the offline provider, which has no cache.

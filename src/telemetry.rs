@@ -1,0 +1,612 @@
+//! What a running node knows about itself: every counter, gauge and histogram of `/metrics`, and
+//! the state the `/status` page shows (links up or down and since when, the last sync round of
+//! each link, the latest stored reports, whether the node is ready).
+//!
+//! [`Telemetry`] is one cheap handle (an `Arc` inside) that the node's core calls through small
+//! methods, each a few atomic operations: counting must never slow down the request path. The
+//! status state sits behind a std `Mutex` held only for a few field writes, never across an
+//! `.await`.
+//!
+//! What it promises: the metric families and labels listed in the interface
+//! (`herd_requests_total{command}`, `herd_reports_total{outcome}`, `herd_records`,
+//! `herd_peer_up{peer}`, `herd_sync_rounds_total{peer}`, `herd_sync_bytes_total{peer,direction}`,
+//! `herd_places_cache_total{result}`, `herd_places_upstream_seconds`, `herd_flush_seconds`,
+//! `herd_connections`), rendered in Prometheus text format 0.0.4 by the `prometheus` crate. Every
+//! configured link has its `herd_peer_up` series from the start (0 until it comes up).
+//!
+//! What it does not do: serve anything (that is [`crate::admin`]) or decide anything.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::store::Store;
+
+/// How many stored reports the status page lists.
+pub const RECENT_REPORTS: usize = 10;
+
+/// What kind of client request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    IAmAt,
+    WhatsAt,
+    /// Anything answered with `? `.
+    Invalid,
+}
+
+/// Whether the node is serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Listening, but the store is not open yet.
+    Starting,
+    /// Ready: listening and the store is open.
+    Ready,
+    /// Shutting down: no longer accepting clients.
+    Stopping,
+}
+
+/// One link as the status page shows it.
+#[derive(Debug, Clone, Default)]
+pub struct LinkStatus {
+    pub up: bool,
+    /// When the link last changed state; `None` if it has never been up.
+    pub since: Option<SystemTime>,
+    /// Sync rounds completed with this peer.
+    pub rounds: u64,
+    /// The last completed sync round.
+    pub last_sync: Option<SyncRound>,
+    /// Sync bytes counted since the last completed round.
+    pending_sent: u64,
+    pending_received: u64,
+}
+
+/// A completed sync round with a peer, and the sync bytes exchanged with it since the round
+/// before.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRound {
+    pub at: SystemTime,
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// A report this node stored, as the status page lists it.
+#[derive(Debug, Clone)]
+pub struct RecentReport {
+    pub at: SystemTime,
+    /// The report's AT line, escaped for display.
+    pub line: String,
+    /// The peer it came from, or `None` for a client of this node.
+    pub from: Option<String>,
+}
+
+/// A copy of the status state, taken for rendering.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub node: String,
+    pub started: SystemTime,
+    pub health: Health,
+    pub links: BTreeMap<String, LinkStatus>,
+    pub recent: Vec<RecentReport>,
+    pub records: Option<u64>,
+    pub connections: i64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub requests: [(RequestKind, u64); 3],
+}
+
+/// The telemetry of one node. Cloning is an `Arc` bump.
+#[derive(Clone)]
+pub struct Telemetry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    started: SystemTime,
+    health: AtomicU8,
+    registry: Registry,
+    iamat: IntCounter,
+    whatsat: IntCounter,
+    invalid: IntCounter,
+    stored: IntCounter,
+    stale: IntCounter,
+    records: IntGauge,
+    peer_up: IntGaugeVec,
+    sync_rounds: IntCounterVec,
+    sync_bytes: IntCounterVec,
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
+    places_upstream: Histogram,
+    flush: Histogram,
+    connections: IntGauge,
+    /// Records in the store when it was opened (`u64::MAX` until counted).
+    records_at_open: AtomicU64,
+    /// The store, once open, for the record count.
+    store: Mutex<Option<Store>>,
+    status: Mutex<Status>,
+}
+
+#[derive(Default)]
+struct Status {
+    links: BTreeMap<String, LinkStatus>,
+    recent: VecDeque<RecentReport>,
+}
+
+/// Upper bounds (seconds) of the places upstream histogram: a Google request takes tens to
+/// hundreds of milliseconds and times out after seconds.
+const UPSTREAM_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Upper bounds (seconds) of the flush histogram: an fsync takes from tens of microseconds
+/// (a cache-backed disk) to hundreds of milliseconds (a busy spinning disk).
+const FLUSH_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+impl Telemetry {
+    /// Telemetry for node `node` with links to `peers` (each starts down).
+    pub fn new<'a>(node: &str, peers: impl IntoIterator<Item = &'a String>) -> Telemetry {
+        let registry = Registry::new();
+        // The names and help texts are constants: registering them cannot fail.
+        fn add<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+            registry
+                .register(Box::new(m.clone()))
+                .expect("metric names are unique and valid");
+            m
+        }
+        let requests = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("herd_requests_total", "Client requests answered, by command."),
+                &["command"],
+            )
+            .expect("valid metric"),
+        );
+        let reports = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_reports_total",
+                    "Reports offered to the store (from clients and peers): stored when newer, stale otherwise.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+        );
+        let records = add(
+            &registry,
+            IntGauge::new("herd_records", "Clients stored.").expect("valid metric"),
+        );
+        let peer_up = add(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "herd_peer_up",
+                    "1 when the link to this peer is up, 0 when it is down.",
+                ),
+                &["peer"],
+            )
+            .expect("valid metric"),
+        );
+        let sync_rounds = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_sync_rounds_total",
+                    "Sync rounds completed with this peer.",
+                ),
+                &["peer"],
+            )
+            .expect("valid metric"),
+        );
+        let sync_bytes = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_sync_bytes_total",
+                    "Bytes of sync traffic with this peer, by direction.",
+                ),
+                &["peer", "direction"],
+            )
+            .expect("valid metric"),
+        );
+        let cache = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_places_cache_total",
+                    "Places lookups answered by the cache (hit) or by a fetch upstream (miss).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+        );
+        let places_upstream = add(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "herd_places_upstream_seconds",
+                    "Time of one places request upstream, failures included.",
+                )
+                .buckets(UPSTREAM_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
+        let flush = add(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "herd_flush_seconds",
+                    "Time of one flush of the store to disk.",
+                )
+                .buckets(FLUSH_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
+        let connections = add(
+            &registry,
+            IntGauge::new("herd_connections", "Client connections open.").expect("valid metric"),
+        );
+        let mut links = BTreeMap::new();
+        for peer in peers {
+            peer_up.with_label_values(&[peer.as_str()]).set(0);
+            sync_rounds.with_label_values(&[peer.as_str()]);
+            for direction in ["sent", "received"] {
+                sync_bytes.with_label_values(&[peer.as_str(), direction]);
+            }
+            links.insert(peer.clone(), LinkStatus::default());
+        }
+        Telemetry {
+            inner: Arc::new(Inner {
+                node: node.to_owned(),
+                started: SystemTime::now(),
+                health: AtomicU8::new(Health::Starting as u8),
+                iamat: requests.with_label_values(&["IAMAT"]),
+                whatsat: requests.with_label_values(&["WHATSAT"]),
+                invalid: requests.with_label_values(&["invalid"]),
+                stored: reports.with_label_values(&["stored"]),
+                stale: reports.with_label_values(&["stale"]),
+                cache_hit: cache.with_label_values(&["hit"]),
+                cache_miss: cache.with_label_values(&["miss"]),
+                registry,
+                records,
+                peer_up,
+                sync_rounds,
+                sync_bytes,
+                places_upstream,
+                flush,
+                connections,
+                records_at_open: AtomicU64::new(u64::MAX),
+                store: Mutex::new(None),
+                status: Mutex::new(Status {
+                    links,
+                    recent: VecDeque::with_capacity(RECENT_REPORTS),
+                }),
+            }),
+        }
+    }
+
+    fn status(&self) -> MutexGuard<'_, Status> {
+        // A panic while holding this lock leaves only display state behind: keep going.
+        self.inner.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    // ----- health -------------------------------------------------------------------------
+
+    /// Whether the node is starting, ready or stopping.
+    pub fn health(&self) -> Health {
+        match self.inner.health.load(Ordering::Acquire) {
+            x if x == Health::Ready as u8 => Health::Ready,
+            x if x == Health::Stopping as u8 => Health::Stopping,
+            _ => Health::Starting,
+        }
+    }
+
+    /// The node is listening and its store is open.
+    pub fn set_ready(&self) {
+        self.inner
+            .health
+            .store(Health::Ready as u8, Ordering::Release);
+    }
+
+    /// The node has begun to shut down.
+    pub fn set_stopping(&self) {
+        self.inner
+            .health
+            .store(Health::Stopping as u8, Ordering::Release);
+    }
+
+    // ----- the hooks the core calls ---------------------------------------------------------
+
+    /// A client request was answered (or will be: counted when it is run).
+    pub fn request(&self, kind: RequestKind) {
+        match kind {
+            RequestKind::IAmAt => self.inner.iamat.inc(),
+            RequestKind::WhatsAt => self.inner.whatsat.inc(),
+            RequestKind::Invalid => self.inner.invalid.inc(),
+        }
+    }
+
+    /// A report was offered to the store: `stored` when it won, stale otherwise.
+    pub fn report(&self, stored: bool) {
+        if stored {
+            self.inner.stored.inc();
+        } else {
+            self.inner.stale.inc();
+        }
+    }
+
+    /// A stored report, for the status page's list of the latest ones.
+    pub fn recent_report(&self, at_line: &[u8], from: Option<&str>) {
+        let entry = RecentReport {
+            at: SystemTime::now(),
+            line: crate::logging::Escaped(at_line).to_string(),
+            from: from.map(str::to_owned),
+        };
+        let mut status = self.status();
+        if status.recent.len() == RECENT_REPORTS {
+            status.recent.pop_front();
+        }
+        status.recent.push_back(entry);
+    }
+
+    /// A client connection was accepted. Returns a guard that counts it closed when dropped,
+    /// so no exit path of a connection can leave the gauge high.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.inner.connections.inc();
+        ConnectionGuard {
+            telemetry: self.clone(),
+        }
+    }
+
+    /// A client connection closed (what [`ConnectionGuard`] calls on drop).
+    pub fn connection_closed(&self) {
+        self.inner.connections.dec();
+    }
+
+    /// The link to `peer` came up (`true`) or went down (`false`).
+    pub fn peer_up(&self, peer: &str, up: bool) {
+        self.inner
+            .peer_up
+            .with_label_values(&[peer])
+            .set(i64::from(up));
+        let mut status = self.status();
+        let link = status.links.entry(peer.to_owned()).or_default();
+        if link.up != up || link.since.is_none() {
+            link.up = up;
+            link.since = Some(SystemTime::now());
+        }
+    }
+
+    /// A sync round with `peer` completed.
+    pub fn sync_round(&self, peer: &str) {
+        self.inner.sync_rounds.with_label_values(&[peer]).inc();
+        let mut status = self.status();
+        let link = status.links.entry(peer.to_owned()).or_default();
+        link.rounds += 1;
+        link.last_sync = Some(SyncRound {
+            at: SystemTime::now(),
+            sent: std::mem::take(&mut link.pending_sent),
+            received: std::mem::take(&mut link.pending_received),
+        });
+    }
+
+    /// Sync traffic with `peer`: `sent` bytes written to it, `received` bytes read from it.
+    pub fn sync_bytes(&self, peer: &str, sent: u64, received: u64) {
+        if sent > 0 {
+            self.inner
+                .sync_bytes
+                .with_label_values(&[peer, "sent"])
+                .inc_by(sent);
+        }
+        if received > 0 {
+            self.inner
+                .sync_bytes
+                .with_label_values(&[peer, "received"])
+                .inc_by(received);
+        }
+        let mut status = self.status();
+        let link = status.links.entry(peer.to_owned()).or_default();
+        link.pending_sent += sent;
+        link.pending_received += received;
+    }
+
+    /// The store was flushed to disk, taking `took`.
+    pub fn flush(&self, took: Duration) {
+        self.inner.flush.observe(took.as_secs_f64());
+    }
+
+    /// A places lookup was answered from the cache (`true`) or needed a fetch (`false`).
+    pub fn places_cache(&self, hit: bool) {
+        if hit {
+            self.inner.cache_hit.inc();
+        } else {
+            self.inner.cache_miss.inc();
+        }
+    }
+
+    /// One places request upstream took `took`.
+    pub fn places_upstream(&self, took: Duration) {
+        self.inner.places_upstream.observe(took.as_secs_f64());
+    }
+
+    // ----- the record count ----------------------------------------------------------------
+
+    /// The store is open and held `records` clients then.
+    pub fn store_opened(&self, store: &Store, records: u64) {
+        self.inner.records_at_open.store(records, Ordering::Release);
+        *self.inner.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+    }
+
+    /// How many clients the store holds, or `None` before it is open. Cheap: no store walk.
+    pub fn records(&self) -> Option<u64> {
+        let at_open = self.inner.records_at_open.load(Ordering::Acquire);
+        if at_open == u64::MAX {
+            return None;
+        }
+        let store = self.inner.store.lock().unwrap_or_else(|p| p.into_inner());
+        Some(stored_clients(store.as_ref()?, at_open))
+    }
+
+    // ----- reading ---------------------------------------------------------------------------
+
+    /// Every metric in Prometheus text format 0.0.4, and its content type.
+    pub fn metrics_text(&self) -> (String, &'static str) {
+        if let Some(records) = self.records() {
+            self.inner
+                .records
+                .set(i64::try_from(records).unwrap_or(i64::MAX));
+        }
+        let encoder = TextEncoder::new();
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding counters, gauges and histograms into a Vec cannot fail.
+        let _ = encoder.encode(&self.inner.registry.gather(), &mut out);
+        (
+            String::from_utf8(out).unwrap_or_default(),
+            prometheus::TEXT_FORMAT,
+        )
+    }
+
+    /// A copy of everything the status page shows.
+    pub fn snapshot(&self) -> Snapshot {
+        let status = self.status();
+        Snapshot {
+            node: self.inner.node.clone(),
+            started: self.inner.started,
+            health: self.health(),
+            links: status.links.clone(),
+            recent: status.recent.iter().rev().cloned().collect(),
+            records: None,
+            connections: self.inner.connections.get(),
+            cache_hits: self.inner.cache_hit.get(),
+            cache_misses: self.inner.cache_miss.get(),
+            requests: [
+                (RequestKind::IAmAt, self.inner.iamat.get()),
+                (RequestKind::WhatsAt, self.inner.whatsat.get()),
+                (RequestKind::Invalid, self.inner.invalid.get()),
+            ],
+        }
+        .with_records(self.records())
+    }
+}
+
+impl Snapshot {
+    fn with_records(mut self, records: Option<u64>) -> Snapshot {
+        self.records = records;
+        self
+    }
+}
+
+/// Counts a client connection closed when dropped.
+pub struct ConnectionGuard {
+    telemetry: Telemetry,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.telemetry.connection_closed();
+    }
+}
+
+/// The one place the record count comes from: the count taken when the store was opened plus
+/// the clients added since. sled keeps no count of its own (its `len` walks the whole store),
+/// so the walk happens once, at open, never per scrape.
+pub fn stored_clients(store: &Store, at_open: u64) -> u64 {
+    at_open + store.clients_added()
+}
+
+/// Counts the store's records by walking it: once, when the node opens its store.
+pub fn count_at_open(store: &Store) -> u64 {
+    store.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_with_its_labels() {
+        let peers = ["Bona".to_string(), "Clark".to_string()];
+        let t = Telemetry::new("Bailey", &peers);
+        t.request(RequestKind::IAmAt);
+        t.request(RequestKind::IAmAt);
+        t.request(RequestKind::Invalid);
+        t.report(true);
+        t.peer_up("Bona", true);
+        t.sync_bytes("Bona", 10, 20);
+        t.sync_round("Bona");
+        t.places_cache(true);
+        t.places_upstream(Duration::from_millis(30));
+        t.flush(Duration::from_micros(300));
+        let guard = t.connection_opened();
+        let (text, content_type) = t.metrics_text();
+        assert!(content_type.contains("version=0.0.4"), "{content_type}");
+        for line in [
+            "# TYPE herd_requests_total counter",
+            "herd_requests_total{command=\"IAMAT\"} 2",
+            "herd_requests_total{command=\"invalid\"} 1",
+            "herd_requests_total{command=\"WHATSAT\"} 0",
+            "herd_reports_total{outcome=\"stored\"} 1",
+            "herd_reports_total{outcome=\"stale\"} 0",
+            "herd_peer_up{peer=\"Bona\"} 1",
+            "herd_peer_up{peer=\"Clark\"} 0",
+            "herd_sync_rounds_total{peer=\"Bona\"} 1",
+            "herd_sync_rounds_total{peer=\"Clark\"} 0",
+            "herd_sync_bytes_total{direction=\"sent\",peer=\"Bona\"} 10",
+            "herd_sync_bytes_total{direction=\"received\",peer=\"Bona\"} 20",
+            "herd_places_cache_total{result=\"hit\"} 1",
+            "herd_places_cache_total{result=\"miss\"} 0",
+            "# TYPE herd_places_upstream_seconds histogram",
+            "herd_places_upstream_seconds_count 1",
+            "# TYPE herd_flush_seconds histogram",
+            "herd_flush_seconds_count 1",
+            "# TYPE herd_records gauge",
+            "herd_connections 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        drop(guard);
+        assert!(t.metrics_text().0.contains("herd_connections 0\n"));
+        let snap = t.snapshot();
+        let bona = &snap.links["Bona"];
+        assert!(bona.up && bona.since.is_some());
+        assert_eq!(bona.rounds, 1);
+        let round = bona.last_sync.unwrap();
+        assert_eq!((round.sent, round.received), (10, 20));
+        assert!(!snap.links["Clark"].up && snap.links["Clark"].since.is_none());
+    }
+
+    #[test]
+    fn the_recent_list_keeps_the_newest_first_and_is_bounded() {
+        let t = Telemetry::new("A", &[]);
+        for i in 0..(RECENT_REPORTS + 3) {
+            t.recent_report(format!("AT A +0.1 c{i} +1+2 {i}").as_bytes(), None);
+        }
+        let recent = t.snapshot().recent;
+        assert_eq!(recent.len(), RECENT_REPORTS);
+        assert!(recent[0].line.contains(&format!("c{}", RECENT_REPORTS + 2)));
+    }
+
+    #[test]
+    fn health_moves_from_starting_to_ready_to_stopping() {
+        let t = Telemetry::new("A", &[]);
+        assert_eq!(t.health(), Health::Starting);
+        t.set_ready();
+        assert_eq!(t.health(), Health::Ready);
+        t.set_stopping();
+        assert_eq!(t.health(), Health::Stopping);
+    }
+}
