@@ -567,3 +567,86 @@ impl Herd {
         r
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The admin HTTP endpoint.
+
+/// An `[admin]` table giving each of `names` a fresh loopback port, and those addresses.
+pub fn admin_table(names: &[&str]) -> (String, BTreeMap<String, String>) {
+    let addrs: BTreeMap<String, String> = names
+        .iter()
+        .map(|n| (n.to_string(), format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let mut toml = String::from("[admin]\n");
+    for (name, addr) in &addrs {
+        toml.push_str(&format!("{name} = {addr:?}\n"));
+    }
+    (toml, addrs)
+}
+
+/// An HTTP answer: status code, header block (lower-cased names), body.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            (n.trim().eq_ignore_ascii_case(&name)).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// Sends `request` (raw bytes) to `addr` and reads the answer until the server closes; `None`
+/// when the connection is refused or closed without an answer.
+pub fn http_raw(addr: &str, request: &[u8]) -> Option<HttpAnswer> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(request).ok()?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = head.split_once("\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    Some(HttpAnswer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+/// `METHOD path` over HTTP/1.1.
+pub fn http(addr: &str, method: &str, path: &str) -> Option<HttpAnswer> {
+    http_raw(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// `GET path`, which must be answered.
+pub fn get(addr: &str, path: &str) -> HttpAnswer {
+    http(addr, "GET", path).unwrap_or_else(|| panic!("GET {path} at {addr}: no answer"))
+}
+
+/// The value of one sample (`name{labels}` exactly as exported) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// One sample of a node's `/metrics`, 0 when absent.
+pub fn metric(admin: &str, series: &str) -> f64 {
+    sample(&get(admin, "/metrics").text(), series).unwrap_or(0.0)
+}

@@ -1,0 +1,318 @@
+//! The admin HTTP endpoint of real nodes: metrics that move as the herd works, `/clients/ID`
+//! against `herd inspect`, `/healthz` through a shutdown, and bad or hostile requests.
+
+mod common;
+#[path = "support/fake_google.rs"]
+mod fake_google;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IAMAT: &str = "herd_requests_total{command=\"IAMAT\"}";
+
+fn peer_up(peer: &str) -> String {
+    format!("herd_peer_up{{peer=\"{peer}\"}}")
+}
+
+#[test]
+fn metrics_move_as_the_herd_works() {
+    let names = ["Bailey", "Bona", "Campbell"];
+    let (table, admin) = admin_table(&names);
+    let mut herd = Herd::new(
+        &names,
+        &[("Bailey", "Bona"), ("Bona", "Campbell")],
+        &format!("[peers]\nbackoff_max_ms = 200\n{table}"),
+    );
+    herd.start_all();
+    let bailey = &admin["Bailey"];
+    eventually(Duration::from_secs(10), "Bailey's link to Bona up", || {
+        metric(bailey, &peer_up("Bona")) == 1.0
+    });
+
+    // The text format and every family of the interface.
+    let m = get(bailey, "/metrics");
+    assert_eq!(m.status, 200);
+    let content_type = m.header("content-type").unwrap();
+    assert!(content_type.contains("version=0.0.4"), "{content_type}");
+    let text = m.text();
+    for family in [
+        "# TYPE herd_requests_total counter",
+        "# TYPE herd_reports_total counter",
+        "# TYPE herd_records gauge",
+        "# TYPE herd_peer_up gauge",
+        "# TYPE herd_sync_rounds_total counter",
+        "# TYPE herd_sync_bytes_total counter",
+        "# TYPE herd_places_cache_total counter",
+        "# TYPE herd_places_upstream_seconds histogram",
+        "# TYPE herd_flush_seconds histogram",
+        "# TYPE herd_connections gauge",
+    ] {
+        assert!(text.lines().any(|l| l == family), "{family} missing:\n{text}");
+    }
+
+    // N IAMATs: the counter grows by exactly N, each new client is a record.
+    let before = metric(bailey, IAMAT);
+    let stored_before = metric(bailey, "herd_reports_total{outcome=\"stored\"}");
+    let records_before = metric(bailey, "herd_records");
+    let flushes_before = metric(bailey, "herd_flush_seconds_count");
+    let n = 25;
+    let mut c = Client::connect(&herd.addr("Bailey"));
+    for i in 0..n {
+        let at = c.iamat(&format!("m{i}"), "+34.068930-118.445127", &now_ts());
+        assert!(at.starts_with("AT Bailey "), "{at}");
+    }
+    c.send(b"NOPE\n");
+    assert!(c.line().starts_with(b"? NOPE"));
+    // A resent (older) report is stale.
+    assert!(c.iamat("m0", "+1+1", "1").starts_with("AT Bailey "));
+    let m = get(bailey, "/metrics").text();
+    assert_eq!(sample(&m, IAMAT).unwrap() - before, f64::from(n + 1));
+    assert_eq!(
+        sample(&m, "herd_reports_total{outcome=\"stored\"}").unwrap() - stored_before,
+        f64::from(n)
+    );
+    assert!(sample(&m, "herd_reports_total{outcome=\"stale\"}").unwrap() >= 1.0);
+    assert!(sample(&m, "herd_requests_total{command=\"invalid\"}").unwrap() >= 1.0);
+    assert_eq!(
+        sample(&m, "herd_records").unwrap() - records_before,
+        f64::from(n)
+    );
+    assert!(sample(&m, "herd_flush_seconds_count").unwrap() > flushes_before);
+    assert!(sample(&m, "herd_connections").unwrap() >= 1.0);
+    // The flooded reports are records at the far end too.
+    eventually(Duration::from_secs(10), "Campbell to hold every report", || {
+        metric(&admin["Campbell"], "herd_records") == f64::from(n)
+    });
+    drop(c);
+    eventually(Duration::from_secs(5), "the connection gauge to drop", || {
+        metric(bailey, "herd_connections") == 0.0
+    });
+
+    // A killed peer is down, and up again after its restart; the sync at link-up adds bytes.
+    let rounds = "herd_sync_rounds_total{peer=\"Bona\"}";
+    let sent = "herd_sync_bytes_total{direction=\"sent\",peer=\"Bona\"}";
+    let received = "herd_sync_bytes_total{direction=\"received\",peer=\"Bona\"}";
+    herd.kill("Bona");
+    eventually(Duration::from_secs(10), "Bailey to see Bona down", || {
+        metric(bailey, &peer_up("Bona")) == 0.0
+    });
+    let m = get(bailey, "/metrics").text();
+    let (rounds0, sent0, received0) = (
+        sample(&m, rounds).unwrap(),
+        sample(&m, sent).unwrap(),
+        sample(&m, received).unwrap(),
+    );
+    let status = get(bailey, "/status").text();
+    assert!(
+        status.contains("data-peer=\"Bona\" data-state=\"down\""),
+        "{status}"
+    );
+    herd.start("Bona");
+    eventually(Duration::from_secs(10), "Bailey to see Bona up again", || {
+        metric(bailey, &peer_up("Bona")) == 1.0
+    });
+    eventually(Duration::from_secs(10), "a sync round with Bona", || {
+        let m = get(bailey, "/metrics").text();
+        sample(&m, rounds).unwrap() > rounds0
+            && sample(&m, sent).unwrap() > sent0
+            && sample(&m, received).unwrap() > received0
+    });
+    let status = get(bailey, "/status").text();
+    assert!(
+        status.contains("data-peer=\"Bona\" data-state=\"up\""),
+        "{status}"
+    );
+}
+
+#[test]
+fn clients_id_is_the_record_inspect_prints_after_the_stop() {
+    let (table, admin) = admin_table(&["Clark"]);
+    let mut herd = Herd::new(&["Clark"], &[], &table);
+    herd.start("Clark");
+    let a = &admin["Clark"];
+    let mut c = Client::connect(&herd.addr("Clark"));
+    c.iamat(
+        "kiwi.cs.ucla.edu",
+        "+34.068930-118.445127",
+        "1621464827.959498503",
+    );
+    c.send(b"IAMAT \xffodd/id% -33.8688+151.2093 1700000000\n");
+    assert!(c.line().starts_with(b"AT Clark "));
+    drop(c);
+
+    let kiwi = get(a, "/clients/kiwi.cs.ucla.edu");
+    assert_eq!(kiwi.status, 200);
+    assert_eq!(kiwi.header("content-type").as_deref(), Some("application/json"));
+    let kiwi: serde_json::Value = serde_json::from_slice(&kiwi.body).unwrap();
+    // Any bytes, percent-encoded (a slash and a percent sign included).
+    let odd = get(a, "/clients/%FFodd%2Fid%25");
+    assert_eq!(odd.status, 200, "{}", odd.text());
+    let odd: serde_json::Value = serde_json::from_slice(&odd.body).unwrap();
+    let missing = get(a, "/clients/nobody");
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("nobody"));
+
+    assert_eq!(herd.stop("Clark").code(), Some(0));
+    let records = inspect(&herd.state_dir("Clark"));
+    let offline = |client: &str| {
+        records
+            .iter()
+            .find(|r| r["client"] == client)
+            .unwrap_or_else(|| panic!("{client} in {records:?}"))
+            .clone()
+    };
+    assert_eq!(kiwi, offline("kiwi.cs.ucla.edu"));
+    assert_eq!(odd, offline("\\xffodd/id%"));
+}
+
+#[test]
+fn healthz_is_503_while_stopping_and_200_when_ready() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let google = rt.block_on(fake_google::FakeGoogle::start());
+    let (table, admin) = admin_table(&["Clark"]);
+    let mut herd = Herd::new(
+        &["Clark"],
+        &[],
+        &format!(
+            "[places]\nprovider = \"google\"\ngoogle_url = {:?}\n{table}",
+            google.legacy_url()
+        ),
+    );
+    herd.env
+        .push(("GOOGLE_PLACES_API_KEY".into(), "test-key".into()));
+    // From the moment the process starts: refused, then (maybe) 503 "starting", then 200.
+    let node = spawn(herd.command("Clark"));
+    let a = admin["Clark"].clone();
+    let mut seen = Vec::new();
+    eventually(Duration::from_secs(20), "/healthz 200", || {
+        let answer = http(&a, "GET", "/healthz");
+        let code = answer.as_ref().map(|h| h.status);
+        if seen.last() != Some(&code) {
+            seen.push(code);
+        }
+        code == Some(200)
+    });
+    assert!(
+        seen.iter()
+            .all(|c| matches!(c, None | Some(503) | Some(200))),
+        "{seen:?}"
+    );
+    assert_eq!(get(&a, "/healthz").text(), "ok\n");
+    herd.nodes.insert("Clark".into(), node);
+
+    // The places cache: a miss, then a hit, one upstream request timed.
+    let mut c = Client::connect(&herd.addr("Clark"));
+    c.iamat("kiwi", "+34.068930-118.445127", &now_ts());
+    for _ in 0..2 {
+        c.send(b"WHATSAT kiwi 10 2\n");
+        check_whatsat_answer(&c.whatsat_answer(), 2);
+    }
+    let m = get(&a, "/metrics").text();
+    assert_eq!(sample(&m, "herd_places_cache_total{result=\"miss\"}"), Some(1.0));
+    assert_eq!(sample(&m, "herd_places_cache_total{result=\"hit\"}"), Some(1.0));
+    assert_eq!(sample(&m, "herd_places_upstream_seconds_count"), Some(1.0));
+    assert!(get(&a, "/status").text().contains("id=\"cache-rate\">50.0%"));
+
+    // A WHATSAT held up upstream keeps the node draining after SIGTERM: 503 meanwhile.
+    google.reply_with(|r| fake_google::default_reply(r).after(Duration::from_secs(3)));
+    c.send(b"WHATSAT kiwi 20 2\n");
+    eventually(Duration::from_secs(5), "the slow request upstream", || {
+        google.count() == 2
+    });
+    signal(&herd.nodes["Clark"].child, libc::SIGTERM);
+    eventually(Duration::from_secs(3), "/healthz 503 while stopping", || {
+        http(&a, "GET", "/healthz").is_some_and(|h| h.status == 503 && h.text() == "stopping\n")
+    });
+    check_whatsat_answer(&c.whatsat_answer(), 2);
+    let mut node = herd.nodes.remove("Clark").unwrap();
+    let status = wait_with_deadline(&mut node.child, Duration::from_secs(20)).unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(http(&a, "GET", "/healthz").is_none(), "stopped: nothing listens");
+}
+
+#[test]
+fn bad_requests_get_exact_answers_and_never_block_the_client_port() {
+    let (table, admin) = admin_table(&["Clark"]);
+    let mut herd = Herd::new(&["Clark"], &[], &table);
+    herd.start("Clark");
+    let a = &admin["Clark"];
+
+    assert_eq!(get(a, "/nope").status, 404);
+    assert_eq!(get(a, "/metrics/x").status, 404);
+    assert_eq!(get(a, "/clients/").status, 404);
+    for method in ["POST", "PUT", "DELETE"] {
+        let answer = http(a, method, "/metrics").unwrap();
+        assert_eq!(answer.status, 405, "{method}");
+        assert_eq!(answer.header("allow").as_deref(), Some("GET, HEAD"));
+    }
+    let head = http(a, "HEAD", "/healthz").unwrap();
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    // An oversized request head is refused, not buffered.
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    match http_raw(a, huge.as_bytes()) {
+        None => {}
+        Some(answer) => assert_eq!(answer.status, 431),
+    }
+
+    // Fill every admin connection slot with a request that never finishes.
+    let slow: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(a).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    // The client port does not notice.
+    let began = Instant::now();
+    let mut c = Client::connect(&herd.addr("Clark"));
+    assert!(c
+        .iamat("kiwi", "+34.068930-118.445127", &now_ts())
+        .starts_with("AT Clark "));
+    assert!(began.elapsed() < Duration::from_secs(2));
+    // The slow requests are cut off within the head timeout, and the endpoint serves again.
+    let began = Instant::now();
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(12),
+        "slow requests held on for {:?}",
+        began.elapsed()
+    );
+    eventually(Duration::from_secs(5), "the admin endpoint to serve again", || {
+        http(a, "GET", "/healthz").is_some_and(|h| h.status == 200)
+    });
+}
+
+#[test]
+fn without_a_secret_the_admin_endpoint_must_be_loopback() {
+    let mut herd = Herd::new(&["Clark"], &[], "");
+    let port = free_port();
+    let mut cmd = herd.command("Clark");
+    cmd.arg("--admin").arg(format!("0.0.0.0:{port}"));
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--admin") && err.contains("loopback"),
+        "{err}"
+    );
+
+    // With a secret it may listen on every address.
+    herd.env.push(("HERD_SECRET".into(), "s3cret".into()));
+    let mut cmd = herd.command("Clark");
+    cmd.arg("--admin").arg(format!("0.0.0.0:{port}"));
+    let node = spawn(cmd);
+    herd.nodes.insert("Clark".into(), node);
+    eventually(Duration::from_secs(20), "/healthz 200 on 0.0.0.0", || {
+        http(&format!("127.0.0.1:{port}"), "GET", "/healthz").is_some_and(|h| h.status == 200)
+    });
+}
