@@ -12,15 +12,17 @@
 //!   only then kills the ones still running.
 //! - **Readable output.** Every line a child prints on stdout or stderr is forwarded whole,
 //!   prefixed with its server's name, so the lines of different servers never interleave.
-//! - **A dead server is reported, not hidden and not restarted.** When a child exits on its
-//!   own, its name and exit status are printed and the others keep running: a herd with one
-//!   node down is exactly what the herd is built to survive, and a node that died at once (its
-//!   port taken, its store locked) would only die again in a restart loop that hides the cause.
-//!   Its state is on disk; `herd serve NAME` brings it back. `herd up` gives up when no child
-//!   is left.
+//! - **A dead server is started again.** When a child exits on its own, a line says so (its
+//!   name and exit status) and it is restarted after a delay that starts at
+//!   [`RESTART_FIRST`] and doubles with every quick death up to [`RESTART_MAX`]. A server that
+//!   keeps dying quickly (its port taken, its store locked, a bad config) is not hidden in a
+//!   restart loop: after [`GIVE_UP_AFTER`] deaths in a row, each within [`QUICK_DEATH`] of its
+//!   start, it is given up on with a message saying why, and the others keep running. Its state
+//!   is on disk; `herd serve NAME` brings it back. With `--no-restart`, a dead server is only
+//!   reported. `herd up` gives up when no child is left.
 //! - **An honest exit code.** [`run`] returns `Ok` only when every child stopped cleanly on the
-//!   signal. A child that exited on its own, stopped with a failure, or had to be killed makes
-//!   it an error (exit code 1).
+//!   signal and none died before. A child that exited on its own (even if restarted), stopped
+//!   with a failure, or had to be killed makes it an error (exit code 1).
 //!
 //! Not a goal: surviving `herd up` being killed with SIGKILL. The children, in their own process
 //! groups, then keep running as ordinary nodes; stop them with `kill`.
@@ -51,6 +53,34 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 /// How long killed children may take to be reaped before `herd up` gives up on them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// The first delay before a dead server is started again.
+pub const RESTART_FIRST: Duration = Duration::from_millis(100);
+/// The longest delay before a restart.
+pub const RESTART_MAX: Duration = Duration::from_secs(10);
+/// A server that dies within this long of its start died quickly.
+pub const QUICK_DEATH: Duration = Duration::from_secs(5);
+/// Quick deaths in a row after which a server is given up on.
+pub const GIVE_UP_AFTER: u32 = 5;
+
+/// How dead servers are restarted.
+#[derive(Debug, Clone, Copy)]
+struct Restart {
+    first: Duration,
+    max: Duration,
+    quick: Duration,
+    give_up_after: u32,
+}
+
+const RESTART: Restart = Restart {
+    first: RESTART_FIRST,
+    max: RESTART_MAX,
+    quick: QUICK_DEATH,
+    give_up_after: GIVE_UP_AFTER,
+};
+
+/// Makes the command that starts one server, once per start.
+type Launcher = Box<dyn FnMut() -> Command + Send>;
+
 /// `herd up`: run every server of the config as a child process until Ctrl-C.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
@@ -69,6 +99,10 @@ pub struct UpArgs {
     /// Seconds each server gets to stop after SIGTERM before it is killed.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub stop_timeout: u64,
+
+    /// Leave a server that dies dead (only report it) instead of starting it again.
+    #[arg(long)]
+    pub no_restart: bool,
 }
 
 /// Runs the herd until SIGINT or SIGTERM, then stops it (see the module docs for what counts
@@ -80,11 +114,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let shutdown = shutdown_signal()?;
 
     let members = config.servers.keys().map(|name| {
-        let mut command = Command::new(&exe);
-        command.args(child_args(name, &args));
-        (name.clone(), command)
+        let (exe, argv) = (exe.clone(), child_args(name, &args));
+        let launch: Launcher = Box::new(move || {
+            let mut command = Command::new(&exe);
+            command.args(&argv);
+            command
+        });
+        (name.clone(), launch)
     });
-    let herd = Herd::start(members)?;
+    let restart = (!args.no_restart).then_some(RESTART);
+    let herd = Herd::start(members, restart)?;
 
     let name_width = config.servers.keys().map(String::len).max().unwrap_or(0);
     let addr_width = config.servers.values().map(String::len).max().unwrap_or(0);
@@ -139,7 +178,12 @@ enum Order {
 /// A child's end, as its watcher reports it.
 struct Exit {
     name: String,
+    /// How its last run ended (a success if it was waiting to be restarted when stopped).
     status: io::Result<ExitStatus>,
+    /// How many times it exited on its own.
+    deaths: u32,
+    /// Whether it was given up on for dying quickly again and again.
+    gave_up: bool,
 }
 
 /// Running children, each watched by one task.
@@ -150,9 +194,13 @@ struct Herd {
 }
 
 impl Herd {
-    /// Spawns every member. If one cannot be spawned, the ones already started are killed
-    /// (dropping the watchers drops their `Child`, which kills it).
-    fn start(members: impl IntoIterator<Item = (String, Command)>) -> Result<Herd> {
+    /// Spawns every member, each watched (and with `restart`, restarted) by its own task. If
+    /// one cannot be spawned, the ones already started are killed (dropping the watchers drops
+    /// their `Child`, which kills it).
+    fn start(
+        members: impl IntoIterator<Item = (String, Launcher)>,
+        restart: Option<Restart>,
+    ) -> Result<Herd> {
         let (orders, _) = watch::channel(Order::Run);
         let mut herd = Herd {
             watchers: JoinSet::new(),
@@ -161,28 +209,14 @@ impl Herd {
         };
         let members: Vec<_> = members.into_iter().collect();
         let width = members.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-        for (name, mut command) in members {
-            command
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                // Its own process group: a terminal's Ctrl-C must reach `herd up` alone, which
-                // then stops each child with one SIGTERM, instead of each child getting SIGINT
-                // and SIGTERM both.
-                .process_group(0)
-                .kill_on_drop(true);
-            let mut child = command
-                .spawn()
-                .map_err(|e| Error::io(format!("starting server {name}"), e))?;
+        for (name, mut launch) in members {
             let prefix = format!("{name:<width$} | ");
-            let output = vec![
-                forward(prefix.clone(), child.stdout.take(), Stream::Stdout),
-                forward(prefix, child.stderr.take(), Stream::Stderr),
-            ];
+            let first = launch_child(&name, &mut launch, &prefix)?;
             herd.running.insert(name.clone());
             let orders = herd.orders.subscribe();
-            herd.watchers
-                .spawn(watch_child(name, child, orders, output));
+            herd.watchers.spawn(watch_child(
+                name, launch, prefix, first, orders, restart,
+            ));
         }
         Ok(herd)
     }
@@ -204,11 +238,19 @@ impl Herd {
                         troubles.push("no server is left running".to_owned());
                         return Err(trouble(troubles));
                     };
-                    let Exit { name, status } = exit.map_err(join_error)?;
+                    let Exit { name, status, gave_up, .. } = exit.map_err(join_error)?;
                     self.running.remove(&name);
-                    let what = format!("{name} exited unexpectedly ({})", describe(&status));
-                    eprintln!("herd up: {what}; the others keep running");
-                    troubles.push(what);
+                    if gave_up {
+                        troubles.push(format!(
+                            "{name} kept dying quickly and was given up on (last: {})",
+                            describe(&status)
+                        ));
+                        eprintln!("herd up: the others keep running");
+                    } else {
+                        let what = format!("{name} exited unexpectedly ({})", describe(&status));
+                        eprintln!("herd up: {what}; the others keep running");
+                        troubles.push(what);
+                    }
                 }
             }
         }
@@ -222,8 +264,13 @@ impl Herd {
             tokio::select! {
                 exit = self.watchers.join_next() => {
                     let Some(exit) = exit else { break };
-                    let Exit { name, status } = exit.map_err(join_error)?;
+                    let Exit { name, status, deaths, .. } = exit.map_err(join_error)?;
                     self.running.remove(&name);
+                    if deaths > 0 {
+                        troubles.push(format!(
+                            "{name} exited unexpectedly {deaths} time(s) and was restarted"
+                        ));
+                    }
                     match &status {
                         Ok(s) if s.success() => {}
                         _ if killed => troubles.push(format!(
@@ -258,13 +305,135 @@ impl Herd {
     }
 }
 
-/// Owns one child: carries out orders and reports its exit once its output is drained.
+/// A started child and the tasks forwarding its output.
+type Started = (tokio::process::Child, Vec<JoinHandle<()>>);
+
+/// Starts one run of a server, its output forwarded line by line under `prefix`.
+fn launch_child(name: &str, launch: &mut Launcher, prefix: &str) -> Result<Started> {
+    let mut command = launch();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a terminal's Ctrl-C must reach `herd up` alone, which
+        // then stops each child with one SIGTERM, instead of each child getting SIGINT
+        // and SIGTERM both.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::io(format!("starting server {name}"), e))?;
+    let output = vec![
+        forward(prefix.to_owned(), child.stdout.take(), Stream::Stdout),
+        forward(prefix.to_owned(), child.stderr.take(), Stream::Stderr),
+    ];
+    Ok((child, output))
+}
+
+/// Owns one server: carries out orders, restarts it (with `restart`) when it dies on its own,
+/// and reports its end once it is stopped, given up on, or (without `restart`) dead.
 async fn watch_child(
     name: String,
-    mut child: tokio::process::Child,
+    mut launch: Launcher,
+    prefix: String,
+    first: Started,
     mut orders: watch::Receiver<Order>,
-    output: Vec<JoinHandle<()>>,
+    restart: Option<Restart>,
 ) -> Exit {
+    let mut started = Some(first);
+    let mut deaths = 0u32;
+    let mut quick_deaths = 0u32;
+    let mut delay = restart.map_or(Duration::ZERO, |r| r.first);
+    loop {
+        let began = tokio::time::Instant::now();
+        let (status, ordered) = match started.take() {
+            Some((child, output)) => run_child(child, &mut orders, output).await,
+            None => match launch_child(&name, &mut launch, &prefix) {
+                Ok((child, output)) => run_child(child, &mut orders, output).await,
+                Err(Error::Io { source, .. }) => (Err(source), false),
+                Err(other) => (Err(io::Error::other(other.to_string())), false),
+            },
+        };
+        if ordered {
+            return Exit {
+                name,
+                status,
+                deaths,
+                gave_up: false,
+            };
+        }
+        deaths += 1;
+        let Some(policy) = restart else {
+            return Exit {
+                name,
+                status,
+                deaths,
+                gave_up: false,
+            };
+        };
+        if began.elapsed() < policy.quick {
+            quick_deaths += 1;
+        } else {
+            // It ran a good while: this death starts a fresh count.
+            quick_deaths = 1;
+            delay = policy.first;
+        }
+        if quick_deaths >= policy.give_up_after {
+            eprintln!(
+                "herd up: {name} exited ({}), its {quick_deaths}th death in a row within {:?} \
+                 of starting; giving up on it (its log says why; `herd serve {name}` starts it by hand)",
+                describe(&status),
+                policy.quick
+            );
+            return Exit {
+                name,
+                status,
+                deaths,
+                gave_up: true,
+            };
+        }
+        eprintln!(
+            "herd up: {name} exited unexpectedly ({}); restarting it in {} ms",
+            describe(&status),
+            delay.as_millis()
+        );
+        let wait = delay;
+        delay = (delay * 2).min(policy.max);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop_ordered(&mut orders) => {
+                // Down when the stop came: nothing to stop.
+                return Exit {
+                    name,
+                    status: Ok(std::os::unix::process::ExitStatusExt::from_raw(0)),
+                    deaths,
+                    gave_up: false,
+                };
+            }
+        }
+        eprintln!("herd up: restarting {name} (restart {deaths})");
+    }
+}
+
+/// Resolves once the order is no longer to run (or `herd up` is going away).
+async fn stop_ordered(orders: &mut watch::Receiver<Order>) {
+    loop {
+        if *orders.borrow_and_update() != Order::Run {
+            return;
+        }
+        if orders.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs one child to its end, carrying out orders; returns how it ended and whether it was
+/// ordered to (a stop or kill was given before it exited).
+async fn run_child(
+    mut child: tokio::process::Child,
+    orders: &mut watch::Receiver<Order>,
+    output: Vec<JoinHandle<()>>,
+) -> (io::Result<ExitStatus>, bool) {
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
@@ -286,10 +455,11 @@ async fn watch_child(
             }
         }
     };
+    let ordered = *orders.borrow() != Order::Run || orders.has_changed().is_err();
     for task in output {
         let _ = tokio::time::timeout(OUTPUT_DRAIN, task).await;
     }
-    Exit { name, status }
+    (status, ordered)
 }
 
 #[derive(Clone, Copy)]
@@ -355,6 +525,7 @@ mod tests {
             state_root: "state".into(),
             log_dir: "logs".into(),
             stop_timeout: 10,
+            no_restart: false,
         };
         let argv = |args: &UpArgs| -> Vec<String> {
             child_args("Bailey", args)
@@ -391,14 +562,24 @@ mod tests {
     }
 
     /// A stand-in server: a shell that marks itself ready once its TERM handling is set up.
-    fn member(dir: &Path, name: &str, on_term: &str) -> (String, Command) {
-        let mut command = Command::new("sh");
-        let ready = dir.join(name);
-        command.arg("-c").arg(format!(
-            "{on_term}; touch '{}'; while :; do sleep 0.02; done",
-            ready.display()
-        ));
-        (name.to_owned(), command)
+    fn member(dir: &Path, name: &str, on_term: &str) -> (String, Launcher) {
+        shell(
+            name,
+            format!(
+                "{on_term}; touch '{}'; while :; do sleep 0.02; done",
+                dir.join(name).display()
+            ),
+        )
+    }
+
+    /// A member that runs `script` in a shell, each time it is started.
+    fn shell(name: &str, script: String) -> (String, Launcher) {
+        let launch: Launcher = Box::new(move || {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(&script);
+            command
+        });
+        (name.to_owned(), launch)
     }
 
     /// Resolves once every named member has marked itself ready, failing after a deadline.
@@ -418,10 +599,13 @@ mod tests {
     #[tokio::test]
     async fn every_child_gets_a_clean_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let herd = Herd::start([
-            member(dir.path(), "A", CLEAN),
-            member(dir.path(), "B", CLEAN),
-        ])
+        let herd = Herd::start(
+            [
+                member(dir.path(), "A", CLEAN),
+                member(dir.path(), "B", CLEAN),
+            ],
+            Some(RESTART),
+        )
         .unwrap();
         let result = herd
             .supervise(all_ready(dir.path(), &["A", "B"]), Duration::from_secs(10))
@@ -432,13 +616,11 @@ mod tests {
     #[tokio::test]
     async fn a_child_that_dies_is_reported_and_the_others_keep_running() {
         let dir = tempfile::tempdir().unwrap();
-        let mut dead = Command::new("sh");
-        dead.arg("-c").arg(format!(
-            "touch '{}'; exit 3",
-            dir.path().join("Dead").display()
-        ));
-        let herd =
-            Herd::start([("Dead".to_owned(), dead), member(dir.path(), "B", CLEAN)]).unwrap();
+        let dead = shell(
+            "Dead",
+            format!("touch '{}'; exit 3", dir.path().join("Dead").display()),
+        );
+        let herd = Herd::start([dead, member(dir.path(), "B", CLEAN)], None).unwrap();
         let e = herd
             .supervise(
                 all_ready(dir.path(), &["Dead", "B"]),
@@ -454,10 +636,13 @@ mod tests {
     #[tokio::test]
     async fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();
-        let herd = Herd::start([
-            member(dir.path(), "Stubborn", "trap '' TERM"),
-            member(dir.path(), "B", CLEAN),
-        ])
+        let herd = Herd::start(
+            [
+                member(dir.path(), "Stubborn", "trap '' TERM"),
+                member(dir.path(), "B", CLEAN),
+            ],
+            Some(RESTART),
+        )
         .unwrap();
         let e = herd
             .supervise(
@@ -473,9 +658,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_every_child_is_gone_up_gives_up() {
-        let mut dead = Command::new("sh");
-        dead.arg("-c").arg("exit 2");
-        let herd = Herd::start([("Dead".to_owned(), dead)]).unwrap();
+        let herd = Herd::start([shell("Dead", "exit 2".into())], None).unwrap();
         let e = herd
             .supervise(std::future::pending(), Duration::from_secs(1))
             .await
@@ -485,5 +668,62 @@ mod tests {
             e.contains("Dead exited unexpectedly") && e.contains("no server is left"),
             "{e}"
         );
+    }
+
+    const FAST: Restart = Restart {
+        first: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+        quick: Duration::from_secs(5),
+        give_up_after: 4,
+    };
+
+    #[tokio::test]
+    async fn a_child_that_dies_is_restarted_and_the_stop_still_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first run dies; the second stays up and stops cleanly.
+        let once = dir.path().join("died-once");
+        let flaky = shell(
+            "Flaky",
+            format!(
+                "trap 'exit 0' TERM; if [ ! -e '{0}' ]; then touch '{0}'; exit 7; fi; \
+                 touch '{1}'; while :; do sleep 0.02; done",
+                once.display(),
+                dir.path().join("Flaky").display()
+            ),
+        );
+        let herd = Herd::start([flaky, member(dir.path(), "B", CLEAN)], Some(FAST)).unwrap();
+        let e = herd
+            .supervise(
+                all_ready(dir.path(), &["Flaky", "B"]),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "herd up: Flaky exited unexpectedly 1 time(s) and was restarted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_that_keeps_dying_quickly_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("starts");
+        let dying = shell("Dying", format!("echo x >> '{}'; exit 4", count.display()));
+        let herd = Herd::start([dying], Some(FAST)).unwrap();
+        let e = herd
+            .supervise(std::future::pending(), Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Dying kept dying quickly and was given up on")
+                && e.contains("exit status: 4")
+                && e.contains("no server is left"),
+            "{e}"
+        );
+        let starts = std::fs::read_to_string(&count).unwrap().lines().count();
+        assert_eq!(starts, 4, "started once and restarted until the fourth quick death");
     }
 }
