@@ -24,14 +24,20 @@
 //! exercises many records without growing the store without bound. For WHATSAT, each
 //! connection first seeds `bench-<connection>-0` with one IAMAT (untimed), then asks about it.
 //!
+//! While it runs, a progress line (answers so far, the current rate) is redrawn on stderr
+//! when stderr is a terminal; the report itself goes to stdout, as a table or with `--json` as
+//! one JSON line for scripts.
+//!
 //! Not a goal: open-loop load. Like most closed-loop generators it measures the latency a
 //! client sees while waiting for each answer, so a stalled node slows the offered load rather
 //! than piling up requests (the "coordinated omission" caveat).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Write as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -242,7 +248,11 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
 /// the report, not returned as an error; anything worse (no connection, a malformed answer, a
 /// timeout) is an error.
 pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
-    let plan = Plan::new(args).await?;
+    let mut plan = Plan::new(args).await?;
+    let progress = io::stderr()
+        .is_terminal()
+        .then(|| Arc::new(AtomicU64::new(0)));
+    plan.progress = progress.clone();
 
     // Connect (and seed) everything before the clock starts, so connection setup is not
     // measured and every connection starts loading at the same moment.
@@ -263,15 +273,33 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         measure_from: start + plan.warmup,
         end: plan.duration.map(|d| start + plan.warmup + d),
     };
+    let total_wanted = plan.budgets.as_ref().map(|b| b.iter().sum::<u64>());
     let plan = std::sync::Arc::new(plan);
     let mut running = JoinSet::new();
     for worker in workers {
         let plan = plan.clone();
         running.spawn(async move { worker.drive(&plan, clock).await });
     }
+    let drawing =
+        progress.map(|answered| tokio::spawn(draw_progress(answered, total_wanted, start)));
     let mut total = Tally::new();
+    let mut failed = None;
     while let Some(joined) = running.join_next().await {
-        total.merge(joined.map_err(join_error)??);
+        match joined.map_err(join_error).and_then(|r| r) {
+            Ok(tally) => total.merge(tally),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(task) = drawing {
+        task.abort();
+        // Clear the progress line, so the report starts on a clean one.
+        eprint!("\r\x1b[K");
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok(total.report(&plan, clock))
 }
@@ -291,6 +319,31 @@ struct Plan {
     bound: String,
     clients: u64,
     timeout: Duration,
+    /// Answers so far, shared with the progress line when there is one.
+    progress: Option<Arc<AtomicU64>>,
+}
+
+/// Answers a connection counts before adding them to the shared progress count, so the hot
+/// loop touches shared memory once per batch.
+const PROGRESS_BATCH: u64 = 64;
+
+/// Redraws one progress line on stderr four times a second until aborted.
+async fn draw_progress(answered: Arc<AtomicU64>, wanted: Option<u64>, start: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let (mut last, mut last_at) = (0u64, Instant::now());
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let done = answered.load(Ordering::Relaxed);
+        let rate = (done - last) as f64 / now.duration_since(last_at).as_secs_f64().max(1e-3);
+        (last, last_at) = (done, now);
+        let of = wanted.map_or_else(String::new, |w| format!(" of {w}"));
+        eprint!(
+            "\r\x1b[Kherd bench: {done}{of} answered, {rate:.0} req/s now, {:.1} s",
+            now.duration_since(start).as_secs_f64()
+        );
+        let _ = io::stderr().flush();
+    }
 }
 
 impl Plan {
@@ -351,6 +404,7 @@ impl Plan {
             bound: args.bound.clone(),
             clients: args.clients,
             timeout: args.timeout,
+            progress: None,
         })
     }
 }
@@ -479,6 +533,7 @@ impl Worker {
     async fn drive(mut self, plan: &Plan, clock: Clock) -> Result<Tally> {
         let mut budget = plan.budgets.as_ref().map(|b| b[self.conn]);
         let mut tally = Tally::new();
+        let mut unreported = 0u64;
         self.window.reserve(plan.pipeline);
         loop {
             // Top up the window, formatting the whole batch into one buffer for one write.
@@ -535,6 +590,16 @@ impl Worker {
             if pending.timed {
                 tally.record(pending.kind, done - pending.sent, done);
             }
+            if let Some(progress) = &plan.progress {
+                unreported += 1;
+                if unreported == PROGRESS_BATCH {
+                    progress.fetch_add(unreported, Ordering::Relaxed);
+                    unreported = 0;
+                }
+            }
+        }
+        if let Some(progress) = &plan.progress {
+            progress.fetch_add(unreported, Ordering::Relaxed);
         }
         Ok(tally)
     }

@@ -99,7 +99,12 @@ pub fn resolve(target: &str, config: Option<&std::path::Path>) -> Result<String>
             &config.source,
             format!(
                 "servers: no server named {target:?} (give HOST:PORT or one of: {})",
-                config.servers.keys().cloned().collect::<Vec<_>>().join(", ")
+                config
+                    .servers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -216,7 +221,12 @@ impl Conn {
                 "the node closed the connection before answering",
                 io::Error::from(io::ErrorKind::UnexpectedEof),
             )),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Err(unreachable(
                     &self.addr,
                     &format!("no complete answer within {} s", ANSWER_TIMEOUT.as_secs()),
@@ -298,7 +308,10 @@ fn interactive(conn: &mut Conn, addr: &str, pretty: bool) -> Result<()> {
     };
     if let Some(path) = &history {
         if let Err(e) = editor.save_history(path) {
-            eprintln!("herd client: cannot save history to {}: {e}", path.display());
+            eprintln!(
+                "herd client: cannot save history to {}: {e}",
+                path.display()
+            );
         }
     }
     result
@@ -316,7 +329,10 @@ mod tests {
         std::fs::write(&path, "[servers]\nA = \"127.0.0.1:7\"\n").unwrap();
         assert_eq!(resolve("A", Some(&path)).unwrap(), "127.0.0.1:7");
         let e = resolve("B", Some(&path)).unwrap_err().to_string();
-        assert!(e.contains("no server named \"B\"") && e.contains("h.toml"), "{e}");
+        assert!(
+            e.contains("no server named \"B\"") && e.contains("h.toml"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -387,11 +387,17 @@ mod tests {
         let e = err("[servers]\nA = \"127.0.0.1:1\"\nA = \"127.0.0.1:2\"\n");
         assert!(e.to_lowercase().contains("duplicate"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[admin]\nB = \"127.0.0.1:2\"\n");
-        assert!(e.contains("admin.B") && e.contains("no server named"), "{e}");
+        assert!(
+            e.contains("admin.B") && e.contains("no server named"),
+            "{e}"
+        );
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[admin]\nA = \"127.0.0.1\"\n");
         assert!(e.contains("admin.A") && e.contains("host:port"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[admin]\nA = \"127.0.0.1:1\"\n");
-        assert!(e.contains("admin.A") && e.contains("also the address"), "{e}");
+        assert!(
+            e.contains("admin.A") && e.contains("also the address"),
+            "{e}"
+        );
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");
         assert!(e.contains("durability") || e.contains("maybe"), "{e}");
     }

@@ -117,7 +117,8 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                 last_line = Instant::now();
                 check_at = last_line + line_deadline;
                 tracing::warn!(length, limit = limits.max_line_bytes, start = %Escaped(&start[..start.len().min(64)]), "line too long; discarded");
-                node.telemetry().request(crate::telemetry::RequestKind::Invalid);
+                node.telemetry()
+                    .request(crate::telemetry::RequestKind::Invalid);
                 let answer = invalid_answer(&start);
                 conn.pending
                     .push_back(Box::pin(async move { Some(answer) }));

@@ -80,18 +80,35 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     match config.store.durability {
         Durability::Flush => {
             let t = telemetry.clone();
-            tasks.spawn(store.clone().run_committer(stop.clone(), move |d| t.flush(d)));
+            tasks.spawn(
+                store
+                    .clone()
+                    .run_committer(stop.clone(), move |d| t.flush(d)),
+            );
         }
         Durability::None => {
             let every = Duration::from_millis(config.store.flush_every_ms.max(1));
             let t = telemetry.clone();
-            tasks.spawn(store.clone().run_periodic_flush(every, stop.clone(), move |d| t.flush(d)));
+            tasks.spawn(
+                store
+                    .clone()
+                    .run_periodic_flush(every, stop.clone(), move |d| t.flush(d)),
+            );
         }
     }
     let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue);
-    let max_connections =
-        crate::fdlimit::prepare(config.limits.max_connections, config.peers_of(&name).count());
-    let node = Node::new(name.clone(), config, store.clone(), places, links, telemetry.clone());
+    let max_connections = crate::fdlimit::prepare(
+        config.limits.max_connections,
+        config.peers_of(&name).count(),
+    );
+    let node = Node::new(
+        name.clone(),
+        config,
+        store.clone(),
+        places,
+        links,
+        telemetry.clone(),
+    );
     if let Some(admin) = &admin {
         let _ = admin.node.set(node.clone());
     }

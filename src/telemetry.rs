@@ -140,7 +140,9 @@ struct Status {
 
 /// Upper bounds (seconds) of the places upstream histogram: a Google request takes tens to
 /// hundreds of milliseconds and times out after seconds.
-const UPSTREAM_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Upper bounds (seconds) of the flush histogram: an fsync takes from tens of microseconds
 /// (a cache-backed disk) to hundreds of milliseconds (a busy spinning disk).
@@ -162,7 +164,10 @@ impl Telemetry {
         let requests = add(
             &registry,
             IntCounterVec::new(
-                Opts::new("herd_requests_total", "Client requests answered, by command."),
+                Opts::new(
+                    "herd_requests_total",
+                    "Client requests answered, by command.",
+                ),
                 &["command"],
             )
             .expect("valid metric"),

@@ -214,9 +214,8 @@ impl Herd {
             let first = launch_child(&name, &mut launch, &prefix)?;
             herd.running.insert(name.clone());
             let orders = herd.orders.subscribe();
-            herd.watchers.spawn(watch_child(
-                name, launch, prefix, first, orders, restart,
-            ));
+            herd.watchers
+                .spawn(watch_child(name, launch, prefix, first, orders, restart));
         }
         Ok(herd)
     }
@@ -724,6 +723,9 @@ mod tests {
             "{e}"
         );
         let starts = std::fs::read_to_string(&count).unwrap().lines().count();
-        assert_eq!(starts, 4, "started once and restarted until the fourth quick death");
+        assert_eq!(
+            starts, 4,
+            "started once and restarted until the fourth quick death"
+        );
     }
 }

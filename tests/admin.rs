@@ -50,7 +50,10 @@ fn metrics_move_as_the_herd_works() {
         "# TYPE herd_flush_seconds histogram",
         "# TYPE herd_connections gauge",
     ] {
-        assert!(text.lines().any(|l| l == family), "{family} missing:\n{text}");
+        assert!(
+            text.lines().any(|l| l == family),
+            "{family} missing:\n{text}"
+        );
     }
 
     // N IAMATs: the counter grows by exactly N, each new client is a record.
@@ -83,13 +86,17 @@ fn metrics_move_as_the_herd_works() {
     assert!(sample(&m, "herd_flush_seconds_count").unwrap() > flushes_before);
     assert!(sample(&m, "herd_connections").unwrap() >= 1.0);
     // The flooded reports are records at the far end too.
-    eventually(Duration::from_secs(10), "Campbell to hold every report", || {
-        metric(&admin["Campbell"], "herd_records") == f64::from(n)
-    });
+    eventually(
+        Duration::from_secs(10),
+        "Campbell to hold every report",
+        || metric(&admin["Campbell"], "herd_records") == f64::from(n),
+    );
     drop(c);
-    eventually(Duration::from_secs(5), "the connection gauge to drop", || {
-        metric(bailey, "herd_connections") == 0.0
-    });
+    eventually(
+        Duration::from_secs(5),
+        "the connection gauge to drop",
+        || metric(bailey, "herd_connections") == 0.0,
+    );
 
     // A killed peer is down, and up again after its restart; the sync at link-up adds bytes.
     let rounds = "herd_sync_rounds_total{peer=\"Bona\"}";
@@ -111,9 +118,11 @@ fn metrics_move_as_the_herd_works() {
         "{status}"
     );
     herd.start("Bona");
-    eventually(Duration::from_secs(10), "Bailey to see Bona up again", || {
-        metric(bailey, &peer_up("Bona")) == 1.0
-    });
+    eventually(
+        Duration::from_secs(10),
+        "Bailey to see Bona up again",
+        || metric(bailey, &peer_up("Bona")) == 1.0,
+    );
     eventually(Duration::from_secs(10), "a sync round with Bona", || {
         let m = get(bailey, "/metrics").text();
         sample(&m, rounds).unwrap() > rounds0
@@ -145,7 +154,10 @@ fn clients_id_is_the_record_inspect_prints_after_the_stop() {
 
     let kiwi = get(a, "/clients/kiwi.cs.ucla.edu");
     assert_eq!(kiwi.status, 200);
-    assert_eq!(kiwi.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        kiwi.header("content-type").as_deref(),
+        Some("application/json")
+    );
     let kiwi: serde_json::Value = serde_json::from_slice(&kiwi.body).unwrap();
     // Any bytes, percent-encoded (a slash and a percent sign included).
     let odd = get(a, "/clients/%FFodd%2Fid%25");
@@ -211,10 +223,18 @@ fn healthz_is_503_while_stopping_and_200_when_ready() {
         check_whatsat_answer(&c.whatsat_answer(), 2);
     }
     let m = get(&a, "/metrics").text();
-    assert_eq!(sample(&m, "herd_places_cache_total{result=\"miss\"}"), Some(1.0));
-    assert_eq!(sample(&m, "herd_places_cache_total{result=\"hit\"}"), Some(1.0));
+    assert_eq!(
+        sample(&m, "herd_places_cache_total{result=\"miss\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "herd_places_cache_total{result=\"hit\"}"),
+        Some(1.0)
+    );
     assert_eq!(sample(&m, "herd_places_upstream_seconds_count"), Some(1.0));
-    assert!(get(&a, "/status").text().contains("id=\"cache-rate\">50.0%"));
+    assert!(get(&a, "/status")
+        .text()
+        .contains("id=\"cache-rate\">50.0%"));
 
     // A WHATSAT held up upstream keeps the node draining after SIGTERM: 503 meanwhile.
     google.reply_with(|r| fake_google::default_reply(r).after(Duration::from_secs(3)));
@@ -223,14 +243,19 @@ fn healthz_is_503_while_stopping_and_200_when_ready() {
         google.count() == 2
     });
     signal(&herd.nodes["Clark"].child, libc::SIGTERM);
-    eventually(Duration::from_secs(3), "/healthz 503 while stopping", || {
-        http(&a, "GET", "/healthz").is_some_and(|h| h.status == 503 && h.text() == "stopping\n")
-    });
+    eventually(
+        Duration::from_secs(3),
+        "/healthz 503 while stopping",
+        || http(&a, "GET", "/healthz").is_some_and(|h| h.status == 503 && h.text() == "stopping\n"),
+    );
     check_whatsat_answer(&c.whatsat_answer(), 2);
     let mut node = herd.nodes.remove("Clark").unwrap();
     let status = wait_with_deadline(&mut node.child, Duration::from_secs(20)).unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(http(&a, "GET", "/healthz").is_none(), "stopped: nothing listens");
+    assert!(
+        http(&a, "GET", "/healthz").is_none(),
+        "stopped: nothing listens"
+    );
 }
 
 #[test]
@@ -264,7 +289,8 @@ fn bad_requests_get_exact_answers_and_never_block_the_client_port() {
     let slow: Vec<TcpStream> = (0..64)
         .map(|_| {
             let mut s = TcpStream::connect(a).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
             s
         })
         .collect();
@@ -287,9 +313,11 @@ fn bad_requests_get_exact_answers_and_never_block_the_client_port() {
         "slow requests held on for {:?}",
         began.elapsed()
     );
-    eventually(Duration::from_secs(5), "the admin endpoint to serve again", || {
-        http(a, "GET", "/healthz").is_some_and(|h| h.status == 200)
-    });
+    eventually(
+        Duration::from_secs(5),
+        "the admin endpoint to serve again",
+        || http(a, "GET", "/healthz").is_some_and(|h| h.status == 200),
+    );
 }
 
 #[test]
@@ -301,10 +329,7 @@ fn without_a_secret_the_admin_endpoint_must_be_loopback() {
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--admin") && err.contains("loopback"),
-        "{err}"
-    );
+    assert!(err.contains("--admin") && err.contains("loopback"), "{err}");
 
     // With a secret it may listen on every address.
     herd.env.push(("HERD_SECRET".into(), "s3cret".into()));

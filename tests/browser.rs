@@ -67,7 +67,9 @@ fn browse(browser: &Path, profile: &Path, args: &[&str], url: &str) -> String {
 #[test]
 fn the_status_page_in_headless_chromium() {
     let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: no Chromium found (install the `chromium` package or set HERD_CHROMIUM)");
+        eprintln!(
+            "SKIPPED: no Chromium found (install the `chromium` package or set HERD_CHROMIUM)"
+        );
         return;
     };
     let names = ["Bailey", "Bona", "Campbell"];
@@ -80,14 +82,20 @@ fn the_status_page_in_headless_chromium() {
     herd.start_all();
     let a = &admin["Bailey"];
     for peer in ["Bona", "Campbell"] {
-        eventually(Duration::from_secs(10), &format!("link to {peer} up"), || {
-            metric(a, &format!("herd_peer_up{{peer=\"{peer}\"}}")) == 1.0
-        });
+        eventually(
+            Duration::from_secs(10),
+            &format!("link to {peer} up"),
+            || metric(a, &format!("herd_peer_up{{peer=\"{peer}\"}}")) == 1.0,
+        );
     }
     let mut c = Client::connect(&herd.addr("Bona"));
-    for (i, place) in ["+34.068930-118.445127", "+40.7128-074.0060", "+51.5072-000.1276"]
-        .iter()
-        .enumerate()
+    for (i, place) in [
+        "+34.068930-118.445127",
+        "+40.7128-074.0060",
+        "+51.5072-000.1276",
+    ]
+    .iter()
+    .enumerate()
     {
         c.iamat(&format!("phone-{i}"), place, &now_ts());
     }
@@ -113,9 +121,11 @@ fn the_status_page_in_headless_chromium() {
     assert!(dom.contains("http-equiv=\"refresh\""), "{dom}");
 
     herd.kill("Campbell");
-    eventually(Duration::from_secs(10), "Bailey to see Campbell down", || {
-        metric(a, "herd_peer_up{peer=\"Campbell\"}") == 0.0
-    });
+    eventually(
+        Duration::from_secs(10),
+        "Bailey to see Campbell down",
+        || metric(a, "herd_peer_up{peer=\"Campbell\"}") == 0.0,
+    );
     let dom = browse(&browser, profile.path(), &["--dump-dom"], &url);
     assert!(
         dom.contains("data-peer=\"Campbell\" data-state=\"down\"")

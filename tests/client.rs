@@ -65,7 +65,10 @@ fn lines_from_arguments_and_stdin_are_answered_in_order() {
         lines[1].starts_with("AT Clark ") && lines[1].ends_with(" bird +1+2 1700000000"),
         "{stdout}"
     );
-    assert_eq!(lines[2], lines[1], "the WHATSAT answer starts with the stored line");
+    assert_eq!(
+        lines[2], lines[1],
+        "the WHATSAT answer starts with the stored line"
+    );
     assert!(stdout.ends_with("}\n\n"), "{stdout}");
 }
 
@@ -76,7 +79,14 @@ fn pretty_indents_whatsat_and_names_come_from_the_config() {
     let config = herd.config.to_str().unwrap().to_owned();
     let iamat = format!("IAMAT kiwi +34.068930-118.445127 {}", now_ts());
     let out = run(
-        client(&["Clark", "--config", &config, "--pretty", &iamat, "WHATSAT kiwi 10 2"]),
+        client(&[
+            "Clark",
+            "--config",
+            &config,
+            "--pretty",
+            &iamat,
+            "WHATSAT kiwi 10 2",
+        ]),
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -95,7 +105,10 @@ fn pretty_indents_whatsat_and_names_come_from_the_config() {
     assert!(doc["results"].as_array().unwrap().len() <= 2);
 
     // A name that is not a server of the config: a usage error naming it and the config.
-    let out = run(client(&["Nobody", "--config", &config, "IAMAT x +1+2 1"]), b"");
+    let out = run(
+        client(&["Nobody", "--config", &config, "IAMAT x +1+2 1"]),
+        b"",
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("Nobody") && err.contains(&config), "{err}");
@@ -125,45 +138,9 @@ fn an_unreachable_or_hanging_up_server_is_exit_1() {
     assert!(err.contains("closed the connection"), "{err}");
 }
 
-/// tmux on a private socket, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn screen(&self) -> String {
-        text(&self.cmd(&["capture-pane", "-p", "-t", "herd"]).stdout)
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "herd"];
-        args.extend_from_slice(keys);
-        assert!(self.cmd(&args).status.success());
-    }
-
-    fn alive(&self) -> bool {
-        self.cmd(&["has-session", "-t", "herd"]).status.success()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
-
 #[test]
 fn an_interactive_session_in_a_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
+    if !tmux_installed() {
         eprintln!("SKIPPED: tmux is not installed (the interactive client test needs it)");
         return;
     }
@@ -171,9 +148,7 @@ fn an_interactive_session_in_a_terminal() {
     herd.start("Clark");
     let home = herd.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let tmux = Tmux {
-        socket: format!("herd-client-test-{}", std::process::id()),
-    };
+    let tmux = Tmux::new("client");
     let command = format!(
         "env HOME={} {} client {}; echo exited-$?; sleep 60",
         home.display(),
@@ -181,7 +156,15 @@ fn an_interactive_session_in_a_terminal() {
         herd.addr("Clark")
     );
     let started = tmux.cmd(&[
-        "new-session", "-d", "-s", "herd", "-x", "160", "-y", "40", &command,
+        "new-session",
+        "-d",
+        "-s",
+        "herd",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
     ]);
     assert!(started.status.success(), "{}", text(&started.stderr));
     // capture-pane trims the prompt's trailing space.
@@ -194,9 +177,9 @@ fn an_interactive_session_in_a_terminal() {
     tmux.keys(&["-l", "IAMAT kiwi +34.068930-118.445127 1700000000"]);
     tmux.keys(&["Enter"]);
     eventually(Duration::from_secs(10), "the AT answer on screen", || {
-        tmux.screen()
-            .lines()
-            .any(|l| l.starts_with("AT Clark ") && l.ends_with("kiwi +34.068930-118.445127 1700000000"))
+        tmux.screen().lines().any(|l| {
+            l.starts_with("AT Clark ") && l.ends_with("kiwi +34.068930-118.445127 1700000000")
+        })
     });
     // Line editing: the previous line from history, its end replaced.
     tmux.keys(&["Up"]);
@@ -206,9 +189,9 @@ fn an_interactive_session_in_a_terminal() {
     tmux.keys(&["-l", "1700000001"]);
     tmux.keys(&["Enter"]);
     eventually(Duration::from_secs(10), "the edited line's answer", || {
-        tmux.screen()
-            .lines()
-            .any(|l| l.starts_with("AT Clark ") && l.ends_with("kiwi +34.068930-118.445127 1700000001"))
+        tmux.screen().lines().any(|l| {
+            l.starts_with("AT Clark ") && l.ends_with("kiwi +34.068930-118.445127 1700000001")
+        })
     });
     tmux.keys(&["-l", "WHATSAT kiwi 10 1"]);
     tmux.keys(&["Enter"]);

@@ -12,7 +12,9 @@ use common::HERD;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
 }
 
 /// Every `--flag` that `herd serve --help` lists.
@@ -137,8 +139,9 @@ fn the_systemd_unit_runs_serve_with_the_directories_it_creates() {
         .lines()
         .any(|l| l.split_whitespace().take(2).eq(["u", "herd"])));
     let text = std::fs::read_to_string(deploy("systemd/herd.toml")).unwrap();
-    let config = herd::config::Config::parse(&text, "deploy/systemd/herd.toml", Some(b"x".to_vec()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        herd::config::Config::parse(&text, "deploy/systemd/herd.toml", Some(b"x".to_vec()))
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.servers.len(), 3);
     assert_eq!(config.admin.len(), 3);
     assert!(text.contains("secret_file = \"/etc/herd/secret\""));
@@ -165,7 +168,10 @@ fn the_kubernetes_statefulset_runs_serve_with_what_the_pod_provides() {
     // A headless Service, named as the StatefulSet's serviceName.
     assert!(service["spec"]["clusterIP"].as_str() == Some("None"));
     let service_name = str_of(&service["metadata"]["name"], "Service name");
-    assert_eq!(str_of(&set["spec"]["serviceName"], "serviceName"), service_name);
+    assert_eq!(
+        str_of(&set["spec"]["serviceName"], "serviceName"),
+        service_name
+    );
     let namespace = str_of(&set["metadata"]["namespace"], "namespace");
     let set_name = str_of(&set["metadata"]["name"], "StatefulSet name");
     let replicas = set["spec"]["replicas"].as_i64().expect("replicas");
@@ -192,7 +198,10 @@ fn the_kubernetes_statefulset_runs_serve_with_what_the_pod_provides() {
         .iter()
         .map(|a| str_of(a, "command").to_owned())
         .collect();
-    assert_eq!(argv[2], "$(POD_NAME)", "each pod runs the server named as itself");
+    assert_eq!(
+        argv[2], "$(POD_NAME)",
+        "each pod runs the server named as itself"
+    );
     let options = serve_options(&argv, "the container's command");
 
     let env = container["env"].as_vec().expect("env");
@@ -202,7 +211,10 @@ fn the_kubernetes_statefulset_runs_serve_with_what_the_pod_provides() {
             .unwrap_or_else(|| panic!("env {name} missing"))
     };
     assert_eq!(
-        str_of(&var("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "POD_NAME"),
+        str_of(
+            &var("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+            "POD_NAME"
+        ),
         "metadata.name"
     );
     let secret = &var("HERD_SECRET")["valueFrom"]["secretKeyRef"];
@@ -231,7 +243,10 @@ fn the_kubernetes_statefulset_runs_serve_with_what_the_pod_provides() {
         claims.contains(&state.as_str()),
         "the store is on a PersistentVolumeClaim per pod"
     );
-    assert!(mounts.contains_key(&options["--log-dir"]), "log dir mounted");
+    assert!(
+        mounts.contains_key(&options["--log-dir"]),
+        "log dir mounted"
+    );
     let config_dir = Path::new(&options["--config"]).parent().unwrap();
     let config_volume = &mounts[config_dir.to_str().unwrap()];
     let volume = pod["volumes"]

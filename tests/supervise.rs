@@ -25,7 +25,10 @@ fn child_pid(up: u32, name: &str) -> Option<i32> {
         }
         let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.windows(2).any(|w| w[0] == b"serve" && w[1] == name.as_bytes()) {
+        if args
+            .windows(2)
+            .any(|w| w[0] == b"serve" && w[1] == name.as_bytes())
+        {
             return path.file_name()?.to_str()?.parse().ok();
         }
     }
@@ -67,7 +70,10 @@ fn a_killed_server_is_restarted_within_two_seconds_and_the_herd_converges() {
         "[peers]\nbackoff_max_ms = 200\n",
     );
     let mut up = herd_up(&herd, &[]);
-    let before = herd.ask("Bailey", format!("IAMAT early +1+2 {}\n", now_ts()).as_bytes());
+    let before = herd.ask(
+        "Bailey",
+        format!("IAMAT early +1+2 {}\n", now_ts()).as_bytes(),
+    );
     assert!(before.starts_with(b"AT Bailey "));
 
     let pid = child_pid(up.child.id(), "Bona").expect("Bona's process");
@@ -98,10 +104,14 @@ fn a_killed_server_is_restarted_within_two_seconds_and_the_herd_converges() {
     let early = String::from_utf8(before).unwrap();
     let late = String::from_utf8(late).unwrap();
     for name in ["Bailey", "Bona", "Campbell"] {
-        eventually(Duration::from_secs(10), &format!("{name} to converge"), || {
-            herd.at_line(name, "early").as_deref() == Some(early.trim_end())
-                && herd.at_line(name, "late").as_deref() == Some(late.trim_end())
-        });
+        eventually(
+            Duration::from_secs(10),
+            &format!("{name} to converge"),
+            || {
+                herd.at_line(name, "early").as_deref() == Some(early.trim_end())
+                    && herd.at_line(name, "late").as_deref() == Some(late.trim_end())
+            },
+        );
     }
 
     // Ctrl-C still stops everything; the death is not hidden from the exit code.
@@ -159,8 +169,15 @@ fn a_server_that_keeps_dying_is_given_up_on_and_the_others_keep_running() {
         up.stderr.lock().unwrap().contains("giving up on it")
     });
     let said = up.stderr.lock().unwrap().clone();
-    assert!(said.contains("Bona exited (exit status: 2), its 5th death in a row"), "{said}");
-    assert_eq!(said.matches("herd up: restarting Bona").count(), 4, "{said}");
+    assert!(
+        said.contains("Bona exited (exit status: 2), its 5th death in a row"),
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("herd up: restarting Bona").count(),
+        4,
+        "{said}"
+    );
     // Bailey still answers.
     eventually(Duration::from_secs(10), "Bailey ready", || {
         ready_lines(&up, "Bailey") == 1

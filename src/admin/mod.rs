@@ -206,8 +206,8 @@ fn not_found() -> Answer {
 
 fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
     let path = req.uri().path();
-    let known = matches!(path, "/healthz" | "/metrics" | "/status" | "/")
-        || path.starts_with("/clients/");
+    let known =
+        matches!(path, "/healthz" | "/metrics" | "/status" | "/") || path.starts_with("/clients/");
     if !known {
         return not_found();
     }

@@ -231,7 +231,10 @@ mod tests {
         t.recent_report(b"AT Bailey +0.1 <script> +1+2 3", None);
         let page = render(&t.snapshot(), None);
         assert!(page.contains("<span id=\"node\">Bailey</span>"), "{page}");
-        assert!(page.contains("data-peer=\"Bona\" data-state=\"up\""), "{page}");
+        assert!(
+            page.contains("data-peer=\"Bona\" data-state=\"up\""),
+            "{page}"
+        );
         assert!(page.contains("data-peer=\"&lt;Clark&gt;\" data-state=\"down\""));
         assert!(page.contains("&lt;script&gt;") && !page.contains("<script"));
         assert!(page.contains("http-equiv=\"refresh\""));

@@ -617,7 +617,11 @@ pub fn http_raw(addr: &str, request: &[u8]) -> Option<HttpAnswer> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = head.split_once("\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    let headers = head
+        .split_once("\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
     Some(HttpAnswer {
         status,
         headers,
@@ -649,4 +653,56 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 /// One sample of a node's `/metrics`, 0 when absent.
 pub fn metric(admin: &str, series: &str) -> f64 {
     sample(&get(admin, "/metrics").text(), series).unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A terminal for interactive tests.
+
+/// Whether tmux can be run here.
+pub fn tmux_installed() -> bool {
+    Command::new("tmux").arg("-V").output().is_ok()
+}
+
+/// tmux on a private socket, killed on drop.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// A tmux server of its own for this test process.
+    pub fn new(what: &str) -> Tmux {
+        Tmux {
+            socket: format!("herd-{what}-test-{}", std::process::id()),
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "herd"]).stdout)
+            .into_owned()
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "herd"];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status.success());
+    }
+
+    pub fn alive(&self) -> bool {
+        self.cmd(&["has-session", "-t", "herd"]).status.success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
 }
