@@ -51,6 +51,8 @@ pub fn raise() -> Option<Limit> {
                 );
             }
         }
+        // rlim_t is u64 on Linux but not on every unix.
+        #[allow(clippy::unnecessary_cast)]
         Some(Limit {
             soft: lim.rlim_cur as u64,
             hard: lim.rlim_max as u64,

@@ -54,7 +54,7 @@ fn a_node_raises_a_soft_limit_of_256_and_holds_900_idle_connections() {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &own) }, 0);
 
     let mut herd = Herd::new(&["Clark"], &[], "[limits]\nmax_connections = 1000\n");
-    start_limited(&mut herd, "Clark", 256, own.rlim_max as u64);
+    start_limited(&mut herd, "Clark", 256, own.rlim_max);
     let log = herd.log("Clark");
     assert!(
         log.contains(&format!(
