@@ -65,11 +65,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, cache_mib))
         .await
         .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
-    let counting = store.clone();
-    let records = tokio::task::spawn_blocking(move || crate::telemetry::count_at_open(&counting))
-        .await
-        .map_err(|e| Error::io("count the store's records", std::io::Error::other(e)))?;
-    telemetry.store_opened(&store, records);
+    telemetry.count_records_in_background(store.clone());
     let places = Places::new(&config.places)?.observed_by(telemetry.clone());
     if config.secret.is_none() {
         tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");

@@ -17,8 +17,8 @@
 //! What it does not do: serve anything (that is [`crate::admin`]) or decide anything.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus::{
@@ -125,10 +125,8 @@ struct Inner {
     places_upstream: Histogram,
     flush: Histogram,
     connections: IntGauge,
-    /// Records in the store when it was opened (`u64::MAX` until counted).
-    records_at_open: AtomicU64,
-    /// The store, once open, for the record count.
-    store: Mutex<Option<Store>>,
+    /// The store and the base of its record count, once counted (see [`stored_clients`]).
+    counted: OnceLock<(Store, i64)>,
     status: Mutex<Status>,
 }
 
@@ -286,8 +284,7 @@ impl Telemetry {
                 places_upstream,
                 flush,
                 connections,
-                records_at_open: AtomicU64::new(u64::MAX),
-                store: Mutex::new(None),
+                counted: OnceLock::new(),
                 status: Mutex::new(Status {
                     links,
                     recent: VecDeque::with_capacity(RECENT_REPORTS),
@@ -447,20 +444,20 @@ impl Telemetry {
 
     // ----- the record count ----------------------------------------------------------------
 
-    /// The store is open and held `records` clients then.
-    pub fn store_opened(&self, store: &Store, records: u64) {
-        self.inner.records_at_open.store(records, Ordering::Release);
-        *self.inner.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+    /// Counts the store's clients once, on a blocking thread, so that start-up does not wait
+    /// for a walk of a large store; [`Telemetry::records`] is `None` until it is done.
+    pub fn count_records_in_background(&self, store: Store) {
+        let telemetry = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let base = count_base(&store);
+            let _ = telemetry.inner.counted.set((store, base));
+        });
     }
 
-    /// How many clients the store holds, or `None` before it is open. Cheap: no store walk.
+    /// How many clients the store holds, or `None` until counted. Cheap: no store walk.
     pub fn records(&self) -> Option<u64> {
-        let at_open = self.inner.records_at_open.load(Ordering::Acquire);
-        if at_open == u64::MAX {
-            return None;
-        }
-        let store = self.inner.store.lock().unwrap_or_else(|p| p.into_inner());
-        Some(stored_clients(store.as_ref()?, at_open))
+        let (store, base) = self.inner.counted.get()?;
+        Some(stored_clients(store, *base))
     }
 
     // ----- reading ---------------------------------------------------------------------------
@@ -523,16 +520,37 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The one place the record count comes from: the count taken when the store was opened plus
-/// the clients added since. sled keeps no count of its own (its `len` walks the whole store),
-/// so the walk happens once, at open, never per scrape.
-pub fn stored_clients(store: &Store, at_open: u64) -> u64 {
-    at_open + store.clients_added()
+/// The one place the record count comes from: a base taken by one walk of the store
+/// ([`count_base`]) plus the clients the store has added since it was opened. sled keeps no
+/// count of its own (its `len` walks every record), so the walk happens once, never per scrape.
+pub fn stored_clients(store: &Store, base: i64) -> u64 {
+    u64::try_from(base.saturating_add(store.clients_added() as i64)).unwrap_or(0)
 }
 
-/// Counts the store's records by walking it: once, when the node opens its store.
-pub fn count_at_open(store: &Store) -> u64 {
-    store.len() as u64
+/// How many walks [`count_base`] tries before it settles for an approximate count.
+const COUNT_ATTEMPTS: u32 = 5;
+
+/// Walks the store and returns the base for [`stored_clients`]: the records seen minus the
+/// clients added by the end of the walk. Exact when no client was added during the walk (a new
+/// key may or may not be seen by a walk under way); otherwise it walks again, and after
+/// [`COUNT_ATTEMPTS`] busy walks it keeps the last, off by at most the clients added during it,
+/// and says so.
+pub fn count_base(store: &Store) -> i64 {
+    let mut last = (0i64, 0u64);
+    for _ in 0..COUNT_ATTEMPTS {
+        let before = store.clients_added();
+        let seen = store.len() as i64;
+        let after = store.clients_added();
+        if before == after {
+            return seen - after as i64;
+        }
+        last = (seen - after as i64, after - before);
+    }
+    tracing::warn!(
+        off_by_at_most = last.1,
+        "clients kept arriving while the store was counted; herd_records is approximate"
+    );
+    last.0
 }
 
 #[cfg(test)]
@@ -603,6 +621,32 @@ mod tests {
         let recent = t.snapshot().recent;
         assert_eq!(recent.len(), RECENT_REPORTS);
         assert!(recent[0].line.contains(&format!("c{}", RECENT_REPORTS + 2)));
+    }
+
+    #[test]
+    fn the_record_count_is_one_walk_plus_the_clients_added_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let merge = |line: &str| {
+            store
+                .merge(&crate::report::Report::from_line(line), None)
+                .unwrap();
+        };
+        merge("AT A +0.000000000 a +1+2 1");
+        merge("AT A +0.000000000 b +1+2 1");
+        let base = count_base(&store);
+        assert_eq!(stored_clients(&store, base), 2);
+        merge("AT A +0.000000000 a +1+2 2");
+        merge("AT A +0.000000000 c +1+2 1");
+        assert_eq!(
+            stored_clients(&store, base),
+            3,
+            "a newer report is no new client"
+        );
+        drop(store);
+        // Reopened: the count starts again from a walk.
+        let store = Store::open(dir.path(), 8).unwrap();
+        assert_eq!(stored_clients(&store, count_base(&store)), 3);
     }
 
     #[test]

@@ -212,7 +212,7 @@ fn healthz_is_503_while_stopping_and_200_when_ready() {
             .all(|c| matches!(c, None | Some(503) | Some(200))),
         "{seen:?}"
     );
-    assert_eq!(get(&a, "/healthz").text(), "ok\n");
+    assert_eq!(get(&a, "/healthz").text(), "ok");
     herd.nodes.insert("Clark".into(), node);
 
     // The places cache: a miss, then a hit, one upstream request timed.
@@ -246,7 +246,7 @@ fn healthz_is_503_while_stopping_and_200_when_ready() {
     eventually(
         Duration::from_secs(3),
         "/healthz 503 while stopping",
-        || http(&a, "GET", "/healthz").is_some_and(|h| h.status == 503 && h.text() == "stopping\n"),
+        || http(&a, "GET", "/healthz").is_some_and(|h| h.status == 503 && h.text() == "stopping"),
     );
     check_whatsat_answer(&c.whatsat_answer(), 2);
     let mut node = herd.nodes.remove("Clark").unwrap();

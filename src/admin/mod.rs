@@ -11,7 +11,7 @@
 //! - **Never in the clients' way.** Handlers read atomics, one mutex held for a copy, and at
 //!   most one store lookup; nothing here waits on a client, a peer or a flush.
 //! - **Exact answers.** `GET` (and `HEAD`) only: any other method is 405 with `Allow`; an
-//!   unknown path is 404. `/healthz` is 200 `ok` once the node is ready and 503 while it starts
+//!   unknown path is 404. `/healthz` is 200 `ok` (no newline) once the node is ready and 503 while it starts
 //!   or stops. `/clients/ID` takes the client ID percent-encoded (any bytes) and answers the
 //!   record as `herd inspect --format json` prints it, or 404.
 //! - **Protected mode.** Without a herd secret the endpoint may only listen on loopback, as
@@ -225,9 +225,9 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
     let telemetry = &shared.telemetry;
     match path {
         "/healthz" => match telemetry.health() {
-            Health::Ready => answer(StatusCode::OK, TEXT, "ok\n"),
-            Health::Starting => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "starting\n"),
-            Health::Stopping => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "stopping\n"),
+            Health::Ready => answer(StatusCode::OK, TEXT, "ok"),
+            Health::Starting => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "starting"),
+            Health::Stopping => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "stopping"),
         },
         "/metrics" => {
             let (text, content_type) = telemetry.metrics_text();
