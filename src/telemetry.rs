@@ -528,7 +528,7 @@ pub fn stored_clients(store: &Store, base: i64) -> u64 {
 }
 
 /// How many walks [`count_base`] tries before it settles for an approximate count.
-const COUNT_ATTEMPTS: u32 = 5;
+pub const COUNT_ATTEMPTS: u32 = 5;
 
 /// Walks the store and returns the base for [`stored_clients`]: the records seen minus the
 /// clients added by the end of the walk. Exact when no client was added during the walk (a new
