@@ -267,3 +267,33 @@ fn the_kubernetes_statefulset_runs_serve_with_what_the_pod_provides() {
     let admin_port = options["--admin"].rsplit_once(':').unwrap().1;
     assert_eq!(probe["port"].as_i64().unwrap().to_string(), admin_port);
 }
+
+#[test]
+fn systemd_itself_accepts_the_unit() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: systemd-analyze is not installed (the unit's syntax is still checked above)"
+        );
+        return;
+    }
+    // `verify` wants the instance and an ExecStart binary that exists: this build's.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(deploy("systemd/herd@.service")).unwrap();
+    let unit = dir.path().join("herd@Bailey.service");
+    std::fs::write(&unit, text.replace("/usr/local/bin/herd", HERD)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    // It exits 0 even for unknown keys and bad values; any line about the unit is a defect.
+    assert!(
+        out.status.success() && !said.contains("herd@Bailey.service"),
+        "systemd-analyze verify: {said}"
+    );
+}
