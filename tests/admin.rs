@@ -258,6 +258,52 @@ fn healthz_is_503_while_stopping_and_200_when_ready() {
     );
 }
 
+/// Plays the other end of the FIFO at `path` once: a writer (for an open waiting to read) and a
+/// reader that drains what was written (for an open waiting to write). Never blocks.
+fn fifo_other_end(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    unsafe {
+        let r = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK);
+        let w = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
+        if w >= 0 {
+            libc::close(w);
+        }
+        if r >= 0 {
+            let mut buf = [0u8; 4096];
+            while libc::read(r, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+            libc::close(r);
+        }
+    }
+}
+
+#[test]
+fn healthz_is_503_while_the_store_opens_then_200() {
+    let (table, admin) = admin_table(&["Clark"]);
+    let mut herd = Herd::new(&["Clark"], &[], &table);
+    // Hold the node in its start: the store's config file (sled reads `conf` first when it opens
+    // a store) is a FIFO, so opening the store waits until someone opens the other end.
+    let store = herd.state_dir("Clark").join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let fifo = store.join("conf");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let node = spawn(herd.command("Clark"));
+    herd.nodes.insert("Clark".into(), node);
+    let a = &admin["Clark"];
+    eventually(Duration::from_secs(20), "/healthz 503 starting", || {
+        http(a, "GET", "/healthz").is_some_and(|h| h.status == 503 && h.text() == "starting")
+    });
+    assert!(!herd.stderr("Clark").contains(" ready "));
+    assert_eq!(get(a, "/clients/x").status, 503, "no store yet");
+    // Let the store open: ready, and 200.
+    eventually(Duration::from_secs(20), "/healthz 200 once ready", || {
+        fifo_other_end(&fifo);
+        http(a, "GET", "/healthz").is_some_and(|h| h.status == 200 && h.text() == "ok")
+    });
+    assert!(herd.stderr("Clark").contains(" ready "));
+}
+
 #[test]
 fn bad_requests_get_exact_answers_and_never_block_the_client_port() {
     let (table, admin) = admin_table(&["Clark"]);
