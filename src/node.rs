@@ -90,12 +90,10 @@ impl Node {
         if stored {
             // Rendered once, shared by every link's queue.
             let mut line = report.at_line();
-            self.inner
-                .telemetry
-                .recent_report(&line, came_from.map(|o| o.peer));
             line.push(b'\n');
             let line = bytes::Bytes::from(line);
             let from = came_from.map(|o| o.peer);
+            self.inner.telemetry.recent_report(line.clone(), from);
             for peer in forward_targets(self.inner.config.peers_of(&self.inner.name), from) {
                 self.inner.links.forward(peer, &line);
             }

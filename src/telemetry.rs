@@ -16,8 +16,10 @@
 //!
 //! What it does not do: serve anything (that is [`crate::admin`]) or decide anything.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use bytes::Bytes;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -79,10 +81,20 @@ pub struct SyncRound {
 #[derive(Debug, Clone)]
 pub struct RecentReport {
     pub at: SystemTime,
-    /// The report's AT line, escaped for display.
-    pub line: String,
+    /// The report's AT line as stored (shared with the links' queues, not copied).
+    pub line: Bytes,
     /// The peer it came from, or `None` for a client of this node.
-    pub from: Option<String>,
+    pub from: Option<Arc<str>>,
+    /// Its place in the order of stored reports.
+    seq: u64,
+}
+
+impl RecentReport {
+    /// The AT line without its newline, escaped for display.
+    pub fn text(&self) -> String {
+        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+        crate::logging::Escaped(line).to_string()
+    }
 }
 
 /// A copy of the status state, taken for rendering.
@@ -125,6 +137,12 @@ struct Inner {
     places_upstream: Histogram,
     flush: Histogram,
     connections: IntGauge,
+    /// The latest stored reports: a ring of slots, each with its own lock, so concurrent
+    /// writers rarely meet.
+    recent: Box<[Mutex<Option<RecentReport>>]>,
+    recent_next: AtomicU64,
+    /// Every linked peer's name, shared by the recent reports that came from it.
+    peer_names: BTreeMap<String, Arc<str>>,
     /// The store and the base of its record count, once counted (see [`stored_clients`]).
     counted: OnceLock<(Store, i64)>,
     status: Mutex<Status>,
@@ -133,7 +151,6 @@ struct Inner {
 #[derive(Default)]
 struct Status {
     links: BTreeMap<String, LinkStatus>,
-    recent: VecDeque<RecentReport>,
 }
 
 /// Upper bounds (seconds) of the places upstream histogram: a Google request takes tens to
@@ -285,10 +302,13 @@ impl Telemetry {
                 flush,
                 connections,
                 counted: OnceLock::new(),
-                status: Mutex::new(Status {
-                    links,
-                    recent: VecDeque::with_capacity(RECENT_REPORTS),
-                }),
+                recent: (0..RECENT_REPORTS).map(|_| Mutex::new(None)).collect(),
+                recent_next: AtomicU64::new(0),
+                peer_names: links
+                    .keys()
+                    .map(|p| (p.clone(), Arc::from(p.as_str())))
+                    .collect(),
+                status: Mutex::new(Status { links }),
             }),
         }
     }
@@ -348,18 +368,24 @@ impl Telemetry {
         }
     }
 
-    /// A stored report, for the status page's list of the latest ones.
-    pub fn recent_report(&self, at_line: &[u8], from: Option<&str>) {
+    /// A stored report (its AT line, shared), for the status page's list of the latest ones.
+    pub fn recent_report(&self, at_line: Bytes, from: Option<&str>) {
+        let seq = self.inner.recent_next.fetch_add(1, Ordering::Relaxed);
         let entry = RecentReport {
             at: SystemTime::now(),
-            line: crate::logging::Escaped(at_line).to_string(),
-            from: from.map(str::to_owned),
+            line: at_line,
+            from: from.map(|p| match self.inner.peer_names.get(p) {
+                Some(name) => Arc::clone(name),
+                None => Arc::from(p),
+            }),
+            seq,
         };
-        let mut status = self.status();
-        if status.recent.len() == RECENT_REPORTS {
-            status.recent.pop_front();
+        let slot = &self.inner.recent[(seq % RECENT_REPORTS as u64) as usize];
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        // A slower writer of an older report must not overwrite a newer one.
+        if slot.as_ref().is_none_or(|old| old.seq < seq) {
+            *slot = Some(entry);
         }
-        status.recent.push_back(entry);
     }
 
     /// A client connection was accepted. Returns a guard that counts it closed when dropped,
@@ -487,7 +513,7 @@ impl Telemetry {
             started: self.inner.started,
             health: self.health(),
             links: status.links.clone(),
-            recent: status.recent.iter().rev().cloned().collect(),
+            recent: self.recent(),
             records: None,
             connections: self.inner.connections.get(),
             cache_hits: self.inner.cache_hit.get(),
@@ -499,6 +525,20 @@ impl Telemetry {
             ],
         }
         .with_records(self.records())
+    }
+}
+
+impl Telemetry {
+    /// The latest stored reports, newest first.
+    fn recent(&self) -> Vec<RecentReport> {
+        let mut recent: Vec<RecentReport> = self
+            .inner
+            .recent
+            .iter()
+            .filter_map(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        recent.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        recent
     }
 }
 
@@ -616,11 +656,15 @@ mod tests {
     fn the_recent_list_keeps_the_newest_first_and_is_bounded() {
         let t = Telemetry::new("A", &[]);
         for i in 0..(RECENT_REPORTS + 3) {
-            t.recent_report(format!("AT A +0.1 c{i} +1+2 {i}").as_bytes(), None);
+            t.recent_report(Bytes::from(format!("AT A +0.1 c{i} +1+2 {i}\n")), None);
         }
         let recent = t.snapshot().recent;
         assert_eq!(recent.len(), RECENT_REPORTS);
-        assert!(recent[0].line.contains(&format!("c{}", RECENT_REPORTS + 2)));
+        assert_eq!(
+            recent[0].text(),
+            format!("AT A +0.1 c{0} +1+2 {0}", RECENT_REPORTS + 2)
+        );
+        assert!(recent.windows(2).all(|w| w[0].seq > w[1].seq));
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn render(snap: &Snapshot, node: Option<&Node>) -> String {
                 p,
                 "<tr class=\"report\"><td>{}</td><td>{from}</td><td><code>{}</code></td></tr>",
                 utc(r.at),
-                escape(&r.line)
+                escape(&r.text())
             );
         }
         p.push_str("</table>\n");
@@ -228,7 +228,10 @@ mod tests {
         let peers = ["Bona".to_string(), "<Clark>".to_string()];
         let t = Telemetry::new("Bailey", &peers);
         t.peer_up("Bona", true);
-        t.recent_report(b"AT Bailey +0.1 <script> +1+2 3", None);
+        t.recent_report(
+            bytes::Bytes::from_static(b"AT Bailey +0.1 <script> +1+2 3\n"),
+            None,
+        );
         let page = render(&t.snapshot(), None);
         assert!(page.contains("<span id=\"node\">Bailey</span>"), "{page}");
         assert!(
