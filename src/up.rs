@@ -10,6 +10,8 @@
 //!   reaches only `herd up`; on SIGINT or SIGTERM it sends every child exactly one SIGTERM (a
 //!   node's signal for "drain and make the store durable"), waits up to `--stop-timeout`, and
 //!   only then kills the ones still running.
+//! - **Where to look.** It prints each server's address, log file and, when `[admin]` gives it
+//!   one, its status page.
 //! - **Readable output.** Every line a child prints on stdout or stderr is forwarded whole,
 //!   prefixed with its server's name, so the lines of different servers never interleave.
 //! - **A dead server is started again.** When a child exits on its own, a line says so (its
@@ -129,10 +131,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let addr_width = config.servers.values().map(String::len).max().unwrap_or(0);
     for (name, addr) in &config.servers {
         let log = args.log_dir.join(format!("{name}.log"));
-        println!(
-            "{name:<name_width$}  {addr:<addr_width$}  {}",
-            log.display()
-        );
+        let log = log.display().to_string();
+        match config.admin.get(name) {
+            Some(admin) => {
+                let log_width = args.log_dir.as_os_str().len() + name_width + 5;
+                println!(
+                    "{name:<name_width$}  {addr:<addr_width$}  {log:<log_width$}  http://{admin}/status"
+                )
+            }
+            None => println!("{name:<name_width$}  {addr:<addr_width$}  {log}"),
+        }
     }
     herd.supervise(shutdown, Duration::from_secs(args.stop_timeout))
         .await

@@ -9,7 +9,8 @@ use common::*;
 
 #[test]
 fn herd_up_runs_every_server_and_stops_them_on_ctrl_c() {
-    let herd = Herd::five("[peers]\nbackoff_max_ms = 200\n");
+    let (admin, admin_addrs) = admin_table(&["Bailey"]);
+    let herd = Herd::five(&format!("[peers]\nbackoff_max_ms = 200\n{admin}"));
     let work = herd.dir.path();
     let mut cmd = Command::new(HERD);
     cmd.args(["up", "--config"])
@@ -49,6 +50,11 @@ fn herd_up_runs_every_server_and_stops_them_on_ctrl_c() {
     );
     let mut table = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut table).unwrap();
+    let bailey = table.lines().find(|l| l.starts_with("Bailey")).unwrap();
+    assert!(
+        bailey.ends_with(&format!("  http://{}/status", admin_addrs["Bailey"])),
+        "{table}"
+    );
     for name in FIVE {
         assert!(
             table.contains(name) && table.contains(&herd.addrs[name]),
