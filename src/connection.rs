@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::{execute, Answer};
+use crate::cmd::{execute, Answer, Context};
 use crate::logging::Escaped;
 use crate::node::Node;
 use crate::peer::handshake::{self, Accepted};
@@ -53,13 +53,19 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         writer: wr,
         pending: FuturesOrdered::new(),
         remote,
+        write_timeout: limits.write_timeout(),
     };
+    let mut cx = Context::default();
     let idle = limits.idle_timeout();
     let line_deadline = limits.line_timeout().min(idle);
     let mut last_line = Instant::now();
     // First check whether a started line is overdue, then (if nothing was pending then)
     // whether the connection has gone idle.
     let mut check_at = last_line + line_deadline;
+    // One timer for the connection's life, moved only when it fires early: a line arriving
+    // does not touch the timer wheel.
+    let timer = tokio::time::sleep_until(check_at);
+    tokio::pin!(timer);
     let mut eof = false;
     let reason = loop {
         if eof && conn.pending.is_empty() {
@@ -68,14 +74,14 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         let step = tokio::select! {
             Some(answer) = conn.pending.next(), if !conn.pending.is_empty() => Step::Answer(answer),
             frame = conn.reader.next(), if !eof && conn.pending.len() < limits.max_in_flight => Step::Frame(frame),
-            _ = tokio::time::sleep_until(check_at), if !eof => Step::Timer,
+            _ = &mut timer, if !eof => Step::Timer,
             _ = shutdown.cancelled(), if !eof => Step::Shutdown,
         };
         match step {
             Step::Answer(None) => break "the store failed",
             Step::Answer(Some(answer)) => {
-                if conn.write(&answer).await.is_err() {
-                    break "write failed";
+                if let Err(why) = conn.write(&answer).await {
+                    break why;
                 }
             }
             Step::Frame(Some(Ok(Frame::Line(line)))) => {
@@ -105,7 +111,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     };
                     continue;
                 }
-                match execute(&node, &line, request) {
+                match execute(&node, &mut cx, &line, request).await {
                     Answer::Nothing => {}
                     Answer::Ready(answer) => conn
                         .pending
@@ -125,6 +131,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Err(_))) => break "read failed",
             Step::Frame(None) | Step::Shutdown => eof = true,
+            Step::Timer if Instant::now() < check_at => timer.as_mut().reset(check_at),
             Step::Timer => {
                 let now = Instant::now();
                 if now >= last_line + idle {
@@ -139,6 +146,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     break "line too slow";
                 }
                 check_at = last_line + idle;
+                timer.as_mut().reset(check_at);
             }
         }
     };
@@ -163,12 +171,24 @@ struct Connection {
     writer: OwnedWriteHalf,
     pending: Pending,
     remote: SocketAddr,
+    write_timeout: Duration,
 }
 
 impl Connection {
-    async fn write(&mut self, answer: &[u8]) -> std::io::Result<()> {
+    /// Writes one answer whole, within the write deadline.
+    async fn write(&mut self, answer: &[u8]) -> Result<(), &'static str> {
         tracing::info!(dir = "out", line = %Escaped(answer.strip_suffix(b"\n").unwrap_or(answer)));
-        self.writer.write_all(answer).await
+        match tokio::time::timeout(self.write_timeout, self.writer.write_all(answer)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("write failed"),
+            Err(_) => {
+                tracing::warn!(
+                    secs = self.write_timeout.as_secs(),
+                    "closing a connection that does not read its answers"
+                );
+                Err("write timed out")
+            }
+        }
     }
 
     /// Writes every pending answer, in order, with a bound on how long that may take.

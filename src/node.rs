@@ -1,15 +1,15 @@
 //! One running server of the herd, as a cheap handle shared by every task: its name, config,
-//! store, places service and links.
+//! store, places service, links and telemetry.
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::herd::{forward_targets, Origin};
+use crate::herd::forward_targets;
 use crate::peer::Links;
 use crate::places::Places;
 use crate::report::Report;
-use crate::store::{Merged, Store};
+use crate::store::{Pending, Store};
 use crate::telemetry::Telemetry;
 
 /// A node handle. Cloning is an `Arc` bump.
@@ -23,11 +23,14 @@ struct Inner {
     config: Config,
     store: Store,
     places: Places,
-    links: Links,
+    links: Arc<Links>,
     telemetry: Telemetry,
 }
 
 impl Node {
+    /// Assembles a node, and has its store flood every report that wins to every linked server
+    /// but the one it came from, once it is durable as configured (so before any answer to it).
+    /// Every outcome is counted in `telemetry`.
     pub fn new(
         name: String,
         config: Config,
@@ -36,6 +39,24 @@ impl Node {
         links: Links,
         telemetry: Telemetry,
     ) -> Node {
+        let links = Arc::new(links);
+        let peers: Vec<String> = config.peers_of(&name).cloned().collect();
+        let flood = Arc::clone(&links);
+        let counted = telemetry.clone();
+        store.on_stored(Box::new(move |report: &Report, from: Option<&str>| {
+            // Rendered once, shared by every link's queue and the status page.
+            let mut line = Vec::with_capacity(report.at_line().len() + 1);
+            line.extend_from_slice(report.at_line());
+            line.push(b'\n');
+            let line = bytes::Bytes::from(line);
+            counted.report(true);
+            counted.recent_report(line.clone(), from);
+            for peer in forward_targets(&peers, from) {
+                flood.forward(peer, &line);
+            }
+        }));
+        let counted = telemetry.clone();
+        store.on_stale(Box::new(move || counted.report(false)));
         Node {
             inner: Arc::new(Inner {
                 name,
@@ -81,23 +102,8 @@ impl Node {
             .any(|p| p == name)
     }
 
-    /// Offers a report to the store; if it wins, queues it for every linked server but the one
-    /// it came from. The forward is queued before this returns, so before any answer.
-    pub fn accept(&self, report: Report, came_from: Option<Origin<'_>>) -> Result<Merged> {
-        let merged = self.inner.store.merge(&report, came_from)?;
-        let stored = matches!(merged, Merged::Stored(_));
-        self.inner.telemetry.report(stored);
-        if stored {
-            // Rendered once, shared by every link's queue.
-            let mut line = report.at_line();
-            line.push(b'\n');
-            let line = bytes::Bytes::from(line);
-            let from = came_from.map(|o| o.peer);
-            self.inner.telemetry.recent_report(line.clone(), from);
-            for peer in forward_targets(self.inner.config.peers_of(&self.inner.name), from) {
-                self.inner.links.forward(peer, &line);
-            }
-        }
-        Ok(merged)
+    /// Offers a client's report to the store (waiting only for room in its queue).
+    pub async fn accept(&self, report: Report) -> Result<Pending> {
+        self.inner.store.submit(report, None).await
     }
 }

@@ -143,8 +143,8 @@ struct Inner {
     recent_next: AtomicU64,
     /// Every linked peer's name, shared by the recent reports that came from it.
     peer_names: BTreeMap<String, Arc<str>>,
-    /// The store and the base of its record count, once counted (see [`stored_clients`]).
-    counted: OnceLock<(Store, i64)>,
+    /// The store, once open, for the record count.
+    store: OnceLock<Store>,
     status: Mutex<Status>,
 }
 
@@ -301,7 +301,7 @@ impl Telemetry {
                 places_upstream,
                 flush,
                 connections,
-                counted: OnceLock::new(),
+                store: OnceLock::new(),
                 recent: (0..RECENT_REPORTS).map(|_| Mutex::new(None)).collect(),
                 recent_next: AtomicU64::new(0),
                 peer_names: links
@@ -470,20 +470,15 @@ impl Telemetry {
 
     // ----- the record count ----------------------------------------------------------------
 
-    /// Counts the store's clients once, on a blocking thread, so that start-up does not wait
-    /// for a walk of a large store; [`Telemetry::records`] is `None` until it is done.
-    pub fn count_records_in_background(&self, store: Store) {
-        let telemetry = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let base = count_base(&store);
-            let _ = telemetry.inner.counted.set((store, base));
-        });
+    /// The store is open: the record count comes from it from now on.
+    pub fn store_opened(&self, store: Store) {
+        let _ = self.inner.store.set(store);
     }
 
-    /// How many clients the store holds, or `None` until counted. Cheap: no store walk.
+    /// How many clients the store holds: O(1), and `None` until the store has built its
+    /// fingerprints at start (a walk of the store, done while the node already serves).
     pub fn records(&self) -> Option<u64> {
-        let (store, base) = self.inner.counted.get()?;
-        Some(stored_clients(store, *base))
+        self.inner.store.get()?.count()
     }
 
     // ----- reading ---------------------------------------------------------------------------
@@ -560,39 +555,6 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The one place the record count comes from: a base taken by one walk of the store
-/// ([`count_base`]) plus the clients the store has added since it was opened. sled keeps no
-/// count of its own (its `len` walks every record), so the walk happens once, never per scrape.
-pub fn stored_clients(store: &Store, base: i64) -> u64 {
-    u64::try_from(base.saturating_add(store.clients_added() as i64)).unwrap_or(0)
-}
-
-/// How many walks [`count_base`] tries before it settles for an approximate count.
-pub const COUNT_ATTEMPTS: u32 = 5;
-
-/// Walks the store and returns the base for [`stored_clients`]: the records seen minus the
-/// clients added by the end of the walk. Exact when no client was added during the walk (a new
-/// key may or may not be seen by a walk under way); otherwise it walks again, and after
-/// [`COUNT_ATTEMPTS`] busy walks it keeps the last, off by at most the clients added during it,
-/// and says so.
-pub fn count_base(store: &Store) -> i64 {
-    let mut last = (0i64, 0u64);
-    for _ in 0..COUNT_ATTEMPTS {
-        let before = store.clients_added();
-        let seen = store.len() as i64;
-        let after = store.clients_added();
-        if before == after {
-            return seen - after as i64;
-        }
-        last = (seen - after as i64, after - before);
-    }
-    tracing::warn!(
-        off_by_at_most = last.1,
-        "clients kept arriving while the store was counted; herd_records is approximate"
-    );
-    last.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,32 +627,6 @@ mod tests {
             format!("AT A +0.1 c{0} +1+2 {0}", RECENT_REPORTS + 2)
         );
         assert!(recent.windows(2).all(|w| w[0].seq > w[1].seq));
-    }
-
-    #[test]
-    fn the_record_count_is_one_walk_plus_the_clients_added_since() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
-        let merge = |line: &str| {
-            store
-                .merge(&crate::report::Report::from_line(line), None)
-                .unwrap();
-        };
-        merge("AT A +0.000000000 a +1+2 1");
-        merge("AT A +0.000000000 b +1+2 1");
-        let base = count_base(&store);
-        assert_eq!(stored_clients(&store, base), 2);
-        merge("AT A +0.000000000 a +1+2 2");
-        merge("AT A +0.000000000 c +1+2 1");
-        assert_eq!(
-            stored_clients(&store, base),
-            3,
-            "a newer report is no new client"
-        );
-        drop(store);
-        // Reopened: the count starts again from a walk.
-        let store = Store::open(dir.path(), 8).unwrap();
-        assert_eq!(stored_clients(&store, count_base(&store)), 3);
     }
 
     #[test]

@@ -258,21 +258,39 @@ fn healthz_is_503_while_stopping_and_200_when_ready() {
     );
 }
 
-/// Plays the other end of the FIFO at `path` once: a writer (for an open waiting to read) and a
-/// reader that drains what was written (for an open waiting to write). Never blocks.
-fn fifo_other_end(path: &std::path::Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    unsafe {
-        let r = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK);
-        let w = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
-        if w >= 0 {
-            libc::close(w);
-        }
-        if r >= 0 {
+/// The other end of the FIFO at `path`: a reader held open for as long as this lives (so a
+/// write into the FIFO never fails), drained, and a writer opened and closed on each
+/// [`FifoEnd::nudge`] (so an open waiting to read goes on, and reads an end of file).
+struct FifoEnd {
+    path: std::ffi::CString,
+    reader: i32,
+}
+
+impl FifoEnd {
+    fn open(path: &std::path::Path) -> FifoEnd {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let reader = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+        assert!(reader >= 0, "open the FIFO for reading");
+        FifoEnd { path, reader }
+    }
+
+    fn nudge(&self) {
+        unsafe {
+            let w = libc::open(self.path.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
+            if w >= 0 {
+                libc::close(w);
+            }
             let mut buf = [0u8; 4096];
-            while libc::read(r, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
-            libc::close(r);
+            while libc::read(self.reader, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+        }
+    }
+}
+
+impl Drop for FifoEnd {
+    fn drop(&mut self) {
+        unsafe {
+            libc::close(self.reader);
         }
     }
 }
@@ -297,11 +315,14 @@ fn healthz_is_503_while_the_store_opens_then_200() {
     assert!(!herd.stderr("Clark").contains(" ready "));
     assert_eq!(get(a, "/clients/x").status, 503, "no store yet");
     // Let the store open: ready, and 200.
+    let other_end = FifoEnd::open(&fifo);
     eventually(Duration::from_secs(20), "/healthz 200 once ready", || {
-        fifo_other_end(&fifo);
+        other_end.nudge();
         http(a, "GET", "/healthz").is_some_and(|h| h.status == 200 && h.text() == "ok")
     });
-    assert!(herd.stderr("Clark").contains(" ready "));
+    eventually(Duration::from_secs(5), "the readiness line", || {
+        herd.stderr("Clark").contains(" ready ")
+    });
 }
 
 #[test]
