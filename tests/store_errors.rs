@@ -46,9 +46,7 @@ fn an_unreadable_store_stops_the_node_and_is_left_untouched() {
     assert_eq!(herd.stop("Solo").code(), Some(0));
 
     // Hand everything to nobody, then take the store's config file away from it.
-    for p in [herd.dir.path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    std::fs::set_permissions(herd.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(chown_nobody(&herd.dir.path().join("state")));
     assert!(chown_nobody(&herd.log_dir()));
     let store = herd.state_dir("Solo").join("store");
@@ -57,7 +55,7 @@ fn an_unreadable_store_stops_the_node_and_is_left_untouched() {
     let before = listing(&herd.state_dir("Solo"));
     let store_before = listing(&store);
 
-    let mut cmd = herd.command("Solo");
+    let cmd = herd.command("Solo");
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let out = Command::new("setpriv")
