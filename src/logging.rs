@@ -2,38 +2,122 @@
 //! peer connect, drop and sync, with timestamps) and readable stderr. `RUST_LOG` filters both;
 //! by default the file gets `info` and stderr gets `warn` plus the readiness line.
 //!
+//! What a client sends cannot make the log misleading or unbounded: a client's or peer's line
+//! is logged as its escaped start and its length ([`Clipped`], `[log] line_bytes`); every
+//! record written to the file is one line, with control, Unicode format (bidi overrides such
+//! as U+202E, zero-width characters) and line or paragraph separator characters escaped, and
+//! capped in length; the file is rotated by size (`[log] max_bytes`, `keep`). The log
+//! directory is created 0700 and the file 0600, never through a symbolic link.
+//!
 //! Nothing here ever writes to a client socket.
 
 use std::fmt;
-use std::io::IsTerminal;
-use std::path::Path;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt as tfmt, EnvFilter, Layer};
 
+use crate::config::LogConfig;
 use crate::error::{Error, Result};
 
-/// Bytes shown as text with everything that is not printable ASCII escaped (`\xff`, `\n`),
-/// so a log line is one line and a non-UTF-8 client ID is never mangled silently.
+/// Whether `c` must never reach a log raw: a control character, a Unicode format character
+/// (general category Cf: bidi embeddings, overrides and isolates, zero-width joiners, the BOM,
+/// soft hyphen, tag characters...), or a line or paragraph separator (Zl, Zp). Each can make a
+/// log line display as something other than what it holds.
+pub fn must_escape(c: char) -> bool {
+    c.is_control() || is_format_or_separator(c)
+}
+
+/// General categories Cf, Zl and Zp (Unicode 15.1).
+fn is_format_or_separator(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// Writes `c` as it should appear in a log: escaped if [`must_escape`], else itself.
+fn write_char(out: &mut impl fmt::Write, c: char) -> fmt::Result {
+    match c {
+        '\\' => out.write_str("\\\\"),
+        c if c.is_control() => write!(out, "{}", c.escape_default()),
+        c if is_format_or_separator(c) => write!(out, "{}", c.escape_unicode()),
+        c => out.write_char(c),
+    }
+}
+
+/// Bytes shown as text with everything that is not safe to print escaped (`\xff`, `\n`,
+/// `\u{202e}`), so a log line is one line, displays as what it holds, and a non-UTF-8 client
+/// ID is never mangled silently. Shows everything: for a line a client or peer sent, use
+/// [`Clipped`].
 pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for chunk in self.0.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                match c {
-                    '\\' => f.write_str("\\\\")?,
-                    c if c.is_control() => write!(f, "{}", c.escape_default())?,
-                    c => write!(f, "{c}")?,
-                }
-            }
-            for b in chunk.invalid() {
-                write!(f, "\\x{b:02x}")?;
-            }
-        }
-        Ok(())
+        escape_into(f, self.0, usize::MAX)
     }
+}
+
+/// How many bytes of escaped text [`Clipped`] shows; set from `[log] line_bytes`.
+static LINE_BYTES: AtomicUsize = AtomicUsize::new(1024);
+
+/// A line a client or peer sent, for the log: escaped like [`Escaped`], but at most
+/// `[log] line_bytes` bytes of it, then `…(N bytes)` with the line's full length. A 64 KiB
+/// line of NULs (384 KiB escaped) costs the log about a kilobyte.
+pub struct Clipped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        escape_into(f, self.0, LINE_BYTES.load(Ordering::Relaxed))
+    }
+}
+
+/// Writes `bytes` escaped, stopping before the output would pass `limit` bytes; a line cut
+/// short ends with `…(N bytes)`, N being the whole input's length.
+fn escape_into(f: &mut impl fmt::Write, bytes: &[u8], limit: usize) -> fmt::Result {
+    let mut written = 0usize;
+    let mut piece = String::new();
+    for chunk in bytes.utf8_chunks() {
+        let invalid = chunk.invalid().iter().map(|&b| Err::<char, u8>(b));
+        for item in chunk.valid().chars().map(Ok).chain(invalid) {
+            piece.clear();
+            match item {
+                Ok(c) => write_char(&mut piece, c)?,
+                Err(b) => write!(piece, "\\x{b:02x}")?,
+            }
+            if written + piece.len() > limit {
+                return write!(f, "…({} bytes)", bytes.len());
+            }
+            written += piece.len();
+            f.write_str(&piece)?;
+        }
+    }
+    Ok(())
 }
 
 /// The directive that keeps the readiness line on whatever the filter.
@@ -42,16 +126,13 @@ const READY: &str = "herd::ready=info";
 /// Keeps the file writer's background thread alive; drop it last to flush the log.
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
-/// Logs to `log_dir/NAME.log` and stderr.
-pub fn init_node(log_dir: &Path, name: &str) -> Result<LogGuard> {
-    std::fs::create_dir_all(log_dir)
+/// Logs to `log_dir/NAME.log` and stderr, as `[log]` says.
+pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<LogGuard> {
+    crate::files::create_private_dir(log_dir)
         .map_err(|e| Error::io(format!("create log dir {}", log_dir.display()), e))?;
     let path = log_dir.join(format!("{name}.log"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io(format!("open log file {}", path.display()), e))?;
+    LINE_BYTES.store(settings.line_bytes, Ordering::Relaxed);
+    let file = LogFile::open(path, settings)?;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(1 << 16)
@@ -81,6 +162,152 @@ pub fn init_node(log_dir: &Path, name: &str) -> Result<LogGuard> {
         .try_init()
         .map_err(|e| Error::io("start logging", std::io::Error::other(e.to_string())))?;
     Ok(LogGuard(Some(guard)))
+}
+
+/// The node's log file: each record (one formatted event, handed over whole by the logging
+/// thread) is made one safe line of bounded length, and the file is rotated by size.
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the current file.
+    size: u64,
+    max_bytes: u64,
+    keep: u32,
+    /// The longest record written, in bytes; room for a clipped line and the event around it.
+    max_record: usize,
+}
+
+impl LogFile {
+    fn open(path: PathBuf, settings: &LogConfig) -> Result<LogFile> {
+        let file = crate::files::open_private(&path, true)
+            .map_err(|e| Error::io(format!("open log file {}", path.display()), e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io(format!("read log file {}", path.display()), e))?
+            .len();
+        Ok(LogFile {
+            path,
+            file,
+            size,
+            max_bytes: settings.max_bytes,
+            keep: settings.keep,
+            max_record: 2 * settings.line_bytes + 1024,
+        })
+    }
+
+    /// `NAME.log.N` for N >= 1.
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// Shifts `NAME.log` to `NAME.log.1` (and each older file one further, the oldest past
+    /// `keep` deleted) and starts a new `NAME.log`, whose first line says so.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            // The oldest kept file is overwritten by the rename into its place.
+            for n in (1..self.keep).rev() {
+                match std::fs::rename(self.rotated(n), self.rotated(n + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, self.rotated(1))?;
+        }
+        self.file = crate::files::open_private(&self.path, true)?;
+        let note = format!(
+            "{}  INFO herd::logging: log rotated max_bytes={} keep={}\n",
+            utc_now(),
+            self.max_bytes,
+            self.keep
+        );
+        self.file.write_all(note.as_bytes())?;
+        self.size = note.len() as u64;
+        Ok(())
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, record: &[u8]) -> std::io::Result<usize> {
+        let line = safe_record(record, self.max_record);
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            if let Err(e) = self.rotate() {
+                // Keep logging to the file we have; try again after another max_bytes.
+                eprintln!("herd: cannot rotate log file {}: {e}", self.path.display());
+                self.size = 0;
+            }
+        }
+        self.file.write_all(line.as_bytes())?;
+        self.size += line.len() as u64;
+        Ok(record.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// One formatted event made one safe log line: every character [`must_escape`] escaped (the
+/// final newline excepted), cut to at most about `max` bytes with `…(N bytes)` saying how long
+/// it was, and ended with a newline.
+fn safe_record(record: &[u8], max: usize) -> String {
+    let body = record.strip_suffix(b"\n").unwrap_or(record);
+    let mut line = String::with_capacity(body.len().min(max) + 32);
+    let _ = escape_keeping_tabs(&mut line, body, max);
+    line.push('\n');
+    line
+}
+
+/// Like [`escape_into`], but a tab (which the event formatter itself never writes inside a
+/// field, and is harmless) and a backslash (already escaped by [`Escaped`] where it came
+/// from a client) are kept as they are, so a record made of escaped fields is not escaped twice.
+fn escape_keeping_tabs(out: &mut String, bytes: &[u8], limit: usize) -> fmt::Result {
+    let mut written = 0usize;
+    for chunk in bytes.utf8_chunks() {
+        let invalid = chunk.invalid().iter().map(|&b| Err::<char, u8>(b));
+        for item in chunk.valid().chars().map(Ok).chain(invalid) {
+            let before = out.len();
+            match item {
+                Ok(c @ ('\t' | '\\')) => out.push(c),
+                Ok(c) => write_char(out, c)?,
+                Err(b) => write!(out, "\\x{b:02x}")?,
+            }
+            written += out.len() - before;
+            if written > limit {
+                out.truncate(before);
+                return write!(out, "…({} bytes)", bytes.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The current UTC time as RFC 3339 with microseconds, as the event formatter writes it.
+fn utc_now() -> String {
+    let now = crate::protocol::number::Timestamp::now();
+    let days = (now.secs / 86_400) as i64;
+    let rem = now.secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        now.nanos / 1_000
+    )
 }
 
 /// Logs to stderr only (commands other than `serve`).

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::peer::{link, Links};
 use crate::places::Places;
+use crate::sources::Sources;
 use crate::store::Store;
 
 /// How long shutdown waits for connections and links to finish.
@@ -60,6 +61,9 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
     let places = Places::new(&config.places)?;
+    if let Some((path, mode)) = &config.loose_secret_file {
+        tracing::warn!(secret_file = %path.display(), mode = format_args!("{mode:o}"), "secret_file is readable by its group or by other users; anyone who can read it can join the herd (chmod 600 it)");
+    }
     if config.secret.is_none() {
         tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");
     }
@@ -88,6 +92,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));
     let ids = AtomicU64::new(0);
+    let sources = Sources::new(node.config().limits.max_connections_per_source);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -99,13 +104,18 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
                         drop(stream);
                         continue;
                     };
+                    let Some(slot) = sources.try_acquire(remote.ip()) else {
+                        tracing::warn!(%remote, limit = sources.limit(), "per-source connection limit reached; refusing");
+                        drop(stream);
+                        continue;
+                    };
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!("conn", id, %remote);
                     let (node, stop) = (node.clone(), stop.clone());
                     connections.spawn(
                         async move {
                             crate::connection::serve(node, stream, remote, stop).await;
-                            drop(permit);
+                            drop((permit, slot));
                         }
                         .instrument(span),
                     );

@@ -107,7 +107,7 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the store under `dir`, upgrading an older format in place.
     pub fn open(dir: &Path, cache_mib: u64) -> Result<Store> {
-        std::fs::create_dir_all(dir)
+        crate::files::create_private_dir(dir)
             .map_err(|e| Error::io(format!("create state dir {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("store");
@@ -510,11 +510,7 @@ pub fn decode_record(client: &[u8], value: &[u8]) -> std::result::Result<Stored,
 /// Takes the directory's lock file, or says who holds it.
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("herd.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = crate::files::open_private(&path, false)
         .map_err(|e| Error::io(format!("open lock file {}", path.display()), e))?;
     file.try_lock_exclusive().map_err(|_| Error::StoreLocked {
         path: dir.to_owned(),

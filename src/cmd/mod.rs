@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::node::Node;
+use crate::protocol::number::Timestamp;
 use crate::protocol::request::{invalid_answer, Request};
 
 /// A request's answer, now or later.
@@ -28,7 +29,18 @@ pub enum Answer {
 pub fn execute(node: &Node, line: &Bytes, request: Request) -> Answer {
     match request {
         Request::Empty => Answer::Nothing,
-        Request::IAmAt(req) => iamat::execute(node, req),
+        Request::IAmAt(req) => {
+            let max_ahead = node.config().limits.max_future_secs;
+            if req.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
+                tracing::warn!(
+                    limit_secs = max_ahead,
+                    timestamp = %req.timestamp,
+                    "IAMAT timestamp too far in the future; answered as invalid"
+                );
+                return Answer::Ready(invalid_answer(line));
+            }
+            iamat::execute(node, req)
+        }
         Request::WhatsAt(req) => whatsat::execute(node, line, req),
         Request::At(_) | Request::Peer(_) | Request::Invalid => Answer::Ready(invalid_answer(line)),
     }

@@ -18,9 +18,10 @@ use super::handshake::{dial, HandshakeError};
 use super::sync::{pull_line, Serve};
 use super::{LinkInbox, Session};
 use crate::herd::Origin;
-use crate::logging::Escaped;
+use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::protocol::frame::Frame;
+use crate::protocol::number::Timestamp;
 use crate::protocol::request::{parse, PeerLine, Request};
 use crate::store::Merged;
 
@@ -268,6 +269,11 @@ async fn read_peer(
         match parse(&line) {
             Request::At(report) => {
                 received += 1;
+                let max_ahead = node.config().limits.max_future_secs;
+                if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
+                    tracing::warn!(peer = %peer, limit_secs = max_ahead, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future");
+                    continue;
+                }
                 let origin = Origin {
                     peer: &peer,
                     incarnation: peer_incarnation,
