@@ -7,8 +7,8 @@
 //! loop stops reading: a client can never make the node buffer without bound.
 //!
 //! The connection closes on EOF (after answering everything, including an unterminated last
-//! line), on an I/O error, when idle too long, or when a started line takes too long to
-//! finish. A bad request never closes it.
+//! line), on an I/O error, when idle too long (with no request: blank lines do not keep it
+//! open), or when a started line takes too long to finish. A bad request never closes it.
 //!
 //! A connection that opens with `HERD HELLO` may become a peer link; see [`crate::peer`].
 

@@ -288,7 +288,11 @@ fn escape_keeping_tabs(out: &mut String, bytes: &[u8], limit: usize) -> fmt::Res
 
 /// The current UTC time as RFC 3339 with microseconds, as the event formatter writes it.
 fn utc_now() -> String {
-    let now = crate::protocol::number::Timestamp::now();
+    utc(crate::protocol::number::Timestamp::now())
+}
+
+/// `now` as RFC 3339 UTC with microseconds.
+fn utc(now: crate::protocol::number::Timestamp) -> String {
     let days = (now.secs / 86_400) as i64;
     let rem = now.secs % 86_400;
     // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
@@ -329,5 +333,90 @@ mod tests {
         assert_eq!(Escaped(b"a\nb\\").to_string(), "a\\nb\\\\");
         assert_eq!(Escaped(b"\xff\x00z").to_string(), "\\xff\\u{0}z");
         assert_eq!(Escaped("caf\u{e9}".as_bytes()).to_string(), "caf\u{e9}");
+    }
+
+    #[test]
+    fn format_and_separator_characters_are_escaped() {
+        let spoof = "a\u{202e}b\u{2028}c\u{2029}d\u{200b}e\u{feff}f\u{e0041}g\u{ad}h";
+        assert_eq!(
+            Escaped(spoof.as_bytes()).to_string(),
+            r"a\u{202e}b\u{2028}c\u{2029}d\u{200b}e\u{feff}f\u{e0041}g\u{ad}h"
+        );
+        // Ordinary non-ASCII text, spaces included, is left alone.
+        for ok in ["\u{e9}", "\u{4e2d}", "\u{1f600}", "\u{a0}", "\u{3000}"] {
+            assert_eq!(Escaped(ok.as_bytes()).to_string(), ok);
+        }
+    }
+
+    #[test]
+    fn a_clipped_line_shows_its_start_and_its_length() {
+        assert_eq!(Clipped(b"short").to_string(), "short");
+        let nuls = vec![0u8; 65_000];
+        let shown = Clipped(&nuls).to_string();
+        assert!(shown.ends_with(r"\u{0}…(65000 bytes)"), "{shown:.80}");
+        assert!(shown.len() <= 1024 + 20, "{}", shown.len());
+        // An escape is never cut in half.
+        let mut limited = String::new();
+        escape_into(&mut limited, b"ab\x00cd", 5).unwrap();
+        assert_eq!(limited, "ab…(5 bytes)");
+    }
+
+    #[test]
+    fn a_record_is_one_escaped_line_of_bounded_length() {
+        let record = "INFO x: line=\u{202e}evil\u{2028}more\ttab\\\\n\n";
+        assert_eq!(
+            safe_record(record.as_bytes(), 1000),
+            "INFO x: line=\\u{202e}evil\\u{2028}more\ttab\\\\n\n"
+        );
+        let long = format!("{}\n", "y".repeat(10_000));
+        let line = safe_record(long.as_bytes(), 100);
+        assert_eq!(line, format!("{}…(10000 bytes)\n", "y".repeat(100)));
+        assert_eq!(
+            safe_record(b"bad \xff\x1b[31m\n", 100),
+            "bad \\xff\\u{1b}[31m\n"
+        );
+    }
+
+    #[test]
+    fn the_file_is_rotated_by_size_keeping_keep_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("N.log");
+        let settings = LogConfig {
+            max_bytes: 4096,
+            keep: 2,
+            line_bytes: 64,
+        };
+        let mut log = LogFile::open(path.clone(), &settings).unwrap();
+        for i in 0..100 {
+            log.write_all(format!("{i:03} {}\n", "z".repeat(96)).as_bytes())
+                .unwrap();
+        }
+        log.flush().unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        for name in ["N.log", "N.log.1", "N.log.2"] {
+            let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+            assert!(len <= 4096, "{name}: {len}");
+        }
+        assert!(!dir.path().join("N.log.3").exists());
+        assert!(read(&path).starts_with(&utc_now()[..10]));
+        assert!(read(&path).lines().next().unwrap().contains("log rotated"));
+        assert!(read(&path).ends_with(&format!("099 {}\n", "z".repeat(96))));
+        // Reopening continues the current file, counting what it already holds.
+        drop(log);
+        let log = LogFile::open(path.clone(), &settings).unwrap();
+        assert_eq!(log.size, std::fs::metadata(&path).unwrap().len());
+    }
+
+    #[test]
+    fn utc_times_are_written_as_rfc_3339() {
+        use crate::protocol::number::Timestamp;
+        let at = |secs, nanos| utc(Timestamp { secs, nanos });
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            at(1_621_464_827, 959_498_503),
+            "2021-05-19T22:53:47.959498Z"
+        );
+        assert_eq!(at(951_782_400, 0), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000000Z");
     }
 }
