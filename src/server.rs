@@ -3,8 +3,8 @@
 //! Start-up order is what the promises need: bind the listening socket first (clients can
 //! connect within milliseconds), then open the store, start the committer and the link
 //! actors, and announce readiness. A connection beyond `max_connections`, or beyond
-//! `max_connections_per_source` from one address, is closed at once. On shutdown: stop accepting, let connections answer what
-//! they have read, stop the links, flush the store.
+//! `max_connections_per_source` from one address, is closed at once. On shutdown: stop
+//! accepting, let connections answer what they have read, stop the links, flush the store.
 
 use std::future::Future;
 use std::path::PathBuf;
