@@ -115,6 +115,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             format,
         } => {
             herd::logging::init_stderr();
+            // inspect reads a scratch copy of the store: keep the copy private too.
+            herd::files::restrict_umask();
             let mut out = std::io::stdout().lock();
             herd::inspect::run(
                 &state_dir,
