@@ -145,6 +145,8 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
     };
     let file_filter = filter("info");
     let stderr_filter = filter("warn");
+    let ansi = std::io::stderr().is_terminal();
+    let max_record = 2 * settings.line_bytes + 1024;
     tracing_subscriber::registry()
         .with(
             tfmt::layer()
@@ -154,8 +156,8 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
         )
         .with(
             tfmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(move || SafeStderr { ansi, max_record })
+                .with_ansi(ansi)
                 .with_target(false)
                 .with_filter(stderr_filter),
         )
@@ -251,13 +253,37 @@ impl Write for LogFile {
     }
 }
 
+/// stderr, one formatted event at a time, made safe like the file's records. With colours on
+/// (stderr is a terminal), the escape character the formatter colours with is kept.
+struct SafeStderr {
+    ansi: bool,
+    max_record: usize,
+}
+
+impl Write for SafeStderr {
+    fn write(&mut self, record: &[u8]) -> std::io::Result<usize> {
+        let line = safe_record_keeping(record, self.max_record, self.ansi);
+        std::io::stderr().write_all(line.as_bytes())?;
+        Ok(record.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// One formatted event made one safe log line: every character [`must_escape`] escaped (the
 /// final newline excepted), cut to at most about `max` bytes with `…(N bytes)` saying how long
 /// it was, and ended with a newline.
 fn safe_record(record: &[u8], max: usize) -> String {
+    safe_record_keeping(record, max, false)
+}
+
+/// [`safe_record`], keeping the escape character (U+001B) raw if `keep_esc`.
+fn safe_record_keeping(record: &[u8], max: usize, keep_esc: bool) -> String {
     let body = record.strip_suffix(b"\n").unwrap_or(record);
     let mut line = String::with_capacity(body.len().min(max) + 32);
-    let _ = escape_keeping_tabs(&mut line, body, max);
+    let _ = escape_record(&mut line, body, max, keep_esc);
     line.push('\n');
     line
 }
@@ -265,7 +291,7 @@ fn safe_record(record: &[u8], max: usize) -> String {
 /// Like [`escape_into`], but a tab (which the event formatter itself never writes inside a
 /// field, and is harmless) and a backslash (already escaped by [`Escaped`] where it came
 /// from a client) are kept as they are, so a record made of escaped fields is not escaped twice.
-fn escape_keeping_tabs(out: &mut String, bytes: &[u8], limit: usize) -> fmt::Result {
+fn escape_record(out: &mut String, bytes: &[u8], limit: usize, keep_esc: bool) -> fmt::Result {
     let mut written = 0usize;
     for chunk in bytes.utf8_chunks() {
         let invalid = chunk.invalid().iter().map(|&b| Err::<char, u8>(b));
@@ -273,6 +299,7 @@ fn escape_keeping_tabs(out: &mut String, bytes: &[u8], limit: usize) -> fmt::Res
             let before = out.len();
             match item {
                 Ok(c @ ('\t' | '\\')) => out.push(c),
+                Ok('\u{1b}') if keep_esc => out.push('\u{1b}'),
                 Ok(c) => write_char(out, c)?,
                 Err(b) => write!(out, "\\x{b:02x}")?,
             }
@@ -374,6 +401,11 @@ mod tests {
         assert_eq!(
             safe_record(b"bad \xff\x1b[31m\n", 100),
             "bad \\xff\\u{1b}[31m\n"
+        );
+        // On a terminal, the colour codes of the formatter itself stay.
+        assert_eq!(
+            safe_record_keeping(b"\x1b[33mWARN\x1b[0m \xe2\x80\xae\n", 100, true),
+            "\u{1b}[33mWARN\u{1b}[0m \\u{202e}\n"
         );
     }
 
