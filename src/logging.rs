@@ -4,10 +4,11 @@
 //!
 //! What a client sends cannot make the log misleading or unbounded: a client's or peer's line
 //! is logged as its escaped start and its length ([`Clipped`], `[log] line_bytes`); every
-//! record written to the file is one line, with control, Unicode format (bidi overrides such
-//! as U+202E, zero-width characters) and line or paragraph separator characters escaped, and
-//! capped in length; the file is rotated by size (`[log] max_bytes`, `keep`). The log
-//! directory is created 0700 and the file 0600, never through a symbolic link.
+//! record written to the file or to stderr is one line, with control, Unicode format (bidi
+//! overrides such as U+202E, zero-width characters) and line or paragraph separator
+//! characters escaped, and capped in length; the file is rotated by size (`[log] max_bytes`,
+//! `keep`). The log directory is created 0700 and the file 0600, never through a symbolic
+//! link.
 //!
 //! Nothing here ever writes to a client socket.
 
