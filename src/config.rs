@@ -414,6 +414,14 @@ mod tests {
         assert!(e.contains("port"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\nA = \"127.0.0.1:2\"\n");
         assert!(e.to_lowercase().contains("duplicate"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[limits]\nmax_connections_per_source = 0\n");
+        assert!(e.contains("max_connections_per_source"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[limits]\nmax_future_secs = -1\n");
+        assert!(e.contains("max_future_secs"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nmax_bytes = 10\n");
+        assert!(e.contains("log: max_bytes"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nrotate = 1\n");
+        assert!(e.contains("rotate"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");
         assert!(e.contains("durability") || e.contains("maybe"), "{e}");
     }
