@@ -92,6 +92,9 @@ pub struct Limits {
     /// The most requests of one connection being answered at once (pipelining depth); past it
     /// the node stops reading from that connection until answers are written.
     pub max_in_flight: usize,
+    /// An answer that cannot be written within this long (the client is not reading) closes
+    /// the connection and frees its slot.
+    pub write_timeout_secs: u64,
     /// How far ahead of this server's clock a report's timestamp may be, in seconds. Beyond
     /// it an IAMAT is answered `? ` and a peer's AT line is dropped: under newest-wins such a
     /// report would pin its client's location until that time.
@@ -109,6 +112,7 @@ impl Default for Limits {
             idle_timeout_secs: 300,
             line_timeout_secs: 30,
             max_in_flight: 64,
+            write_timeout_secs: 30,
             max_future_secs: 3600,
             max_connections_per_source: 4096,
         }
@@ -122,6 +126,9 @@ impl Limits {
     pub fn line_timeout(&self) -> Duration {
         Duration::from_secs(self.line_timeout_secs)
     }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs.max(1))
+    }
 }
 
 /// `[peers]`: links between servers.
@@ -130,6 +137,10 @@ impl Limits {
 pub struct PeerConfig {
     /// Reports queued for one link before the newest are dropped (anti-entropy repairs drops).
     pub queue: usize,
+    /// Bytes of reports queued for one link, at most, whatever their number.
+    pub queue_bytes: usize,
+    /// A link whose peer does not take a write within this long is dropped and re-dialled.
+    pub write_timeout_ms: u64,
     /// The first reconnect delay, doubled after each failure up to `backoff_max_ms`.
     pub backoff_min_ms: u64,
     /// The longest reconnect delay.
@@ -144,6 +155,8 @@ impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
             queue: 65_536,
+            queue_bytes: 16 * 1024 * 1024,
+            write_timeout_ms: 10_000,
             backoff_min_ms: 50,
             backoff_max_ms: 2_000,
             sync_interval_secs: 30,

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::{execute, Answer};
+use crate::cmd::{execute, Answer, Context};
 use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::peer::handshake::{self, Accepted};
@@ -53,7 +53,9 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         writer: wr,
         pending: FuturesOrdered::new(),
         remote,
+        write_timeout: limits.write_timeout(),
     };
+    let mut cx = Context::default();
     let idle = limits.idle_timeout();
     let line_deadline = limits.line_timeout().min(idle);
     let mut last_line = Instant::now();
@@ -77,8 +79,8 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         match step {
             Step::Answer(None) => break "the store failed",
             Step::Answer(Some(answer)) => {
-                if conn.write(&answer).await.is_err() {
-                    break "write failed";
+                if let Err(why) = conn.write(&answer).await {
+                    break why;
                 }
             }
             Step::Frame(Some(Ok(Frame::Line(line)))) => {
@@ -111,7 +113,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     };
                     continue;
                 }
-                match execute(&node, &line, request) {
+                match execute(&node, &mut cx, &line, request).await {
                     Answer::Nothing => {}
                     Answer::Ready(answer) => conn
                         .pending
@@ -168,12 +170,24 @@ struct Connection {
     writer: OwnedWriteHalf,
     pending: Pending,
     remote: SocketAddr,
+    write_timeout: Duration,
 }
 
 impl Connection {
-    async fn write(&mut self, answer: &[u8]) -> std::io::Result<()> {
+    /// Writes one answer whole, within the write deadline.
+    async fn write(&mut self, answer: &[u8]) -> Result<(), &'static str> {
         tracing::info!(dir = "out", line = %Clipped(answer.strip_suffix(b"\n").unwrap_or(answer)));
-        self.writer.write_all(answer).await
+        match tokio::time::timeout(self.write_timeout, self.writer.write_all(answer)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("write failed"),
+            Err(_) => {
+                tracing::warn!(
+                    secs = self.write_timeout.as_secs(),
+                    "closing a connection that does not read its answers"
+                );
+                Err("write timed out")
+            }
+        }
     }
 
     /// Writes every pending answer, in order, with a bound on how long that may take.

@@ -94,8 +94,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 state_dir,
                 listen,
             };
-            let result =
-                runtime()?.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
+            let runtime = runtime()?;
+            let result = runtime.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
+            // The node has answered, flushed and closed everything; background work still
+            // running (loading the places dataset, say) must not hold the exit up.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
             if let Err(e) = &result {
                 tracing::error!(error = %e, "node failed");
             }

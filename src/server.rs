@@ -1,10 +1,13 @@
 //! `herd serve`: start one node and run it until the shutdown future resolves.
 //!
 //! Start-up order is what the promises need: bind the listening socket first (clients can
-//! connect within milliseconds), then open the store, start the committer and the link
-//! actors, and announce readiness. A connection beyond `max_connections`, or beyond
-//! `max_connections_per_source` from one address, is closed at once. On shutdown: stop
-//! accepting, let connections answer what they have read, stop the links, flush the store.
+//! connect within milliseconds), then open the store (its writer starts with it, and builds
+//! the anti-entropy fingerprints in the background), start the link actors, and announce
+//! readiness. On shutdown: stop accepting, stop reading, let every connection answer what it
+//! has read (the store keeps writing and flushing for them), stop the links, then close the
+//! store, which applies and flushes everything it was given. A connection beyond
+//! `max_connections`, or beyond `max_connections_per_source` from one address, is closed at
+//! once.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::peer::{link, Links};
@@ -26,8 +29,8 @@ use crate::places::Places;
 use crate::sources::Sources;
 use crate::store::Store;
 
-/// How long shutdown waits for connections and links to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for connections to answer what they have read.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `herd serve` needs.
 pub struct ServeOptions {
@@ -57,8 +60,8 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         .map_err(|e| Error::io("read the listening address", e))?;
 
     let store_dir = state_dir.clone();
-    let cache_mib = config.store.cache_mib;
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, cache_mib))
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, &store_config))
         .await
         .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
     let places = Places::new(&config.places)?;
@@ -71,16 +74,11 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    match config.store.durability {
-        Durability::Flush => {
-            tasks.spawn(store.clone().run_committer(stop.clone()));
-        }
-        Durability::None => {
-            let every = Duration::from_millis(config.store.flush_every_ms.max(1));
-            tasks.spawn(store.clone().run_periodic_flush(every, stop.clone()));
-        }
-    }
-    let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue);
+    let (links, inboxes) = Links::new(
+        config.peers_of(&name),
+        config.peers.queue,
+        config.peers.queue_bytes,
+    );
     let max_connections = config.limits.max_connections;
     let node = Node::new(name.clone(), config, store.clone(), places, links);
     for inbox in inboxes {
@@ -135,19 +133,19 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     stop.cancel();
     connections.close();
     tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, async {
-        connections.wait().await;
-        tasks.wait().await;
-    })
-    .await
-    .is_err()
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        .await
+        .is_err()
     {
         tracing::warn!("some connections did not finish in time");
     }
-    let flushing = store.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
         .await
-        .map_err(|e| Error::io("flush the store", std::io::Error::other(e)))??;
+        .is_err()
+    {
+        tracing::warn!("some links did not stop in time");
+    }
+    store.close().await;
     tracing::info!(server = %name, "stopped; store flushed");
     Ok(())
 }
