@@ -289,7 +289,7 @@ impl Config {
                     )
                 })?;
                 loose_secret_file =
-                    crate::files::loosely_readable(path).map(|mode| (path.clone(), mode));
+                    crate::private_files::loosely_readable(path).map(|mode| (path.clone(), mode));
                 let trimmed = bytes.trim_ascii().to_vec();
                 if trimmed.is_empty() {
                     return Err(Error::config(

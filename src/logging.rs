@@ -129,7 +129,7 @@ pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::W
 
 /// Logs to `log_dir/NAME.log` and stderr, as `[log]` says.
 pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<LogGuard> {
-    crate::files::create_private_dir(log_dir)
+    crate::private_files::create_private_dir(log_dir)
         .map_err(|e| Error::io(format!("create log dir {}", log_dir.display()), e))?;
     let path = log_dir.join(format!("{name}.log"));
     LINE_BYTES.store(settings.line_bytes, Ordering::Relaxed);
@@ -182,7 +182,7 @@ struct LogFile {
 
 impl LogFile {
     fn open(path: PathBuf, settings: &LogConfig) -> Result<LogFile> {
-        let file = crate::files::open_private(&path, true)
+        let file = crate::private_files::open_private(&path, true)
             .map_err(|e| Error::io(format!("open log file {}", path.display()), e))?;
         let size = file
             .metadata()
@@ -221,7 +221,7 @@ impl LogFile {
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }
-        self.file = crate::files::open_private(&self.path, true)?;
+        self.file = crate::private_files::open_private(&self.path, true)?;
         let note = format!(
             "{}  INFO herd::logging: log rotated max_bytes={} keep={}\n",
             utc_now(),
