@@ -99,7 +99,7 @@ fn restart(state_dir: &Path, work: &Path) -> (Duration, u64) {
     (ready, rss)
 }
 
-fn main() {
+pub fn main() {
     tokio::runtime::Runtime::new().unwrap().block_on(run());
 }
 

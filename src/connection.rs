@@ -65,6 +65,10 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
     // First check whether a started line is overdue, then (if nothing was pending then)
     // whether the connection has gone idle.
     let mut check_at = last_line + line_deadline;
+    // One timer for the connection's life, moved only when it fires early: a line arriving
+    // does not touch the timer wheel.
+    let timer = tokio::time::sleep_until(check_at);
+    tokio::pin!(timer);
     let mut eof = false;
     let reason = loop {
         if eof && conn.pending.is_empty() {
@@ -73,7 +77,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         let step = tokio::select! {
             Some(answer) = conn.pending.next(), if !conn.pending.is_empty() => Step::Answer(answer),
             frame = conn.reader.next(), if !eof && conn.pending.len() < limits.max_in_flight => Step::Frame(frame),
-            _ = tokio::time::sleep_until(check_at), if !eof => Step::Timer,
+            _ = &mut timer, if !eof => Step::Timer,
             _ = shutdown.cancelled(), if !eof => Step::Shutdown,
         };
         match step {
@@ -132,6 +136,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Err(_))) => break "read failed",
             Step::Frame(None) | Step::Shutdown => eof = true,
+            Step::Timer if Instant::now() < check_at => timer.as_mut().reset(check_at),
             Step::Timer => {
                 let now = Instant::now();
                 if now >= last_request + idle {
@@ -146,6 +151,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     break "line too slow";
                 }
                 check_at = last_request + idle;
+                timer.as_mut().reset(check_at);
             }
         }
     };

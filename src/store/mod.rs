@@ -536,13 +536,13 @@ impl Shared {
     }
 
     /// Applies one submission: read, decide, write at most once.
-    fn apply(&self, s: &Submission) -> Result<Merged> {
+    fn apply(&self, s: &mut Submission) -> Result<Merged> {
         let current = self.engine.get(&s.key)?;
         let current = current.and_then(|v| self.decode_logged(&s.report.client, &v));
         if decide(current.as_ref().map(|c| &c.report), &s.report) == Decision::Keep {
             return Ok(Merged::Stale);
         }
-        self.engine.put(&s.key, s.value.clone())?;
+        self.engine.put(&s.key, std::mem::take(&mut s.value))?;
         self.leaves
             .replace(s.key_hash, current.map(|c| c.item), s.item);
         Ok(Merged::Stored)
@@ -654,8 +654,8 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         let mut taken = 0;
         while let Some(op) = next {
             match op {
-                Op::Merge(s) => {
-                    let outcome = shared.apply(&s);
+                Op::Merge(mut s) => {
+                    let outcome = shared.apply(&mut s);
                     if let Err(e) = &outcome {
                         tracing::error!(store = %shared.path.display(), error = %e, "cannot store a report");
                     }
