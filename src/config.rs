@@ -147,6 +147,9 @@ pub struct PeerConfig {
     pub backoff_max_ms: u64,
     /// How often linked servers reconcile their stores while connected.
     pub sync_interval_secs: u64,
+    /// A reconciliation round the peer has not finished answering within this long drops the
+    /// link (a peer that stalls a round costs nothing more).
+    pub sync_timeout_secs: u64,
     /// How long a dial or a handshake may take.
     pub connect_timeout_ms: u64,
 }
@@ -160,6 +163,7 @@ impl Default for PeerConfig {
             backoff_min_ms: 50,
             backoff_max_ms: 2_000,
             sync_interval_secs: 30,
+            sync_timeout_secs: 120,
             connect_timeout_ms: 2_000,
         }
     }

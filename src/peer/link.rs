@@ -156,6 +156,7 @@ async fn run_session(
     let store = node.store();
     let sync_every = Duration::from_secs(node.config().peers.sync_interval_secs);
     let write_deadline = Duration::from_millis(node.config().peers.write_timeout_ms.max(1));
+    let round_deadline = Duration::from_secs(node.config().peers.sync_timeout_secs.max(1));
     // A round at link-up, then one every interval; checked again at the deadline while one runs.
     let mut next_round = Instant::now();
     let mut round: Option<Round> = None;
@@ -226,10 +227,11 @@ async fn run_session(
             }
             _ = tokio::time::sleep_until(next_round) => {
                 match &round {
-                    Some(r) if r.is_overdue() => {
-                        break 'session End::Dropped(format!("sync round {} got no answer within {:?}", r.id, sync::ROUND_DEADLINE));
+                    Some(r) if r.is_overdue(round_deadline) => {
+                        tracing::warn!(peer = %peer, round = r.id, secs = round_deadline.as_secs(), "peer left a sync round unanswered; dropping the link");
+                        break 'session End::Dropped(format!("sync round {} unanswered", r.id));
                     }
-                    Some(_) => next_round = Instant::now() + Duration::from_secs(1),
+                    Some(_) => next_round = Instant::now() + Duration::from_millis(250),
                     None if !store.ready() => next_round = Instant::now() + Duration::from_millis(50),
                     None => {
                         rounds += 1;

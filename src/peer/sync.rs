@@ -52,8 +52,6 @@ const MAX_MINE: usize = 256;
 pub const MAX_GROUPS: usize = 2048;
 /// Records written per step of a stream, between which floods and other work proceed.
 pub const STREAM_BATCH: usize = 256;
-/// How long a round may take before the peer is taken to have stalled it.
-pub const ROUND_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Why a peer's sync traffic is refused: the link is dropped.
 #[derive(Debug, thiserror::Error)]
@@ -409,9 +407,9 @@ impl Round {
         self.open.is_empty()
     }
 
-    /// Whether the peer has taken too long to answer.
-    pub fn is_overdue(&self) -> bool {
-        self.started.elapsed() > ROUND_DEADLINE
+    /// Whether the round has run longer than `deadline`.
+    pub fn is_overdue(&self, deadline: Duration) -> bool {
+        self.started.elapsed() > deadline
     }
 
     /// Takes the answer to the oldest open question; returns what to send next.
