@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::{dial, HandshakeError};
 use super::sync::{self, Job, Round};
 use super::{LinkInbox, Session};
-use crate::logging::Escaped;
+use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::protocol::frame::Frame;
+use crate::protocol::number::Timestamp;
 use crate::protocol::request::{parse, PeerLine, Request, SyncKind};
 
 /// What the reader hands the writer: a sync message of the peer's.
@@ -302,6 +303,11 @@ async fn read_peer(
             Request::At(report) => {
                 if !node.config().servers.contains_key(&report.server) {
                     tracing::warn!(peer = %peer, server = %Escaped(report.server.as_bytes()), "dropping a report that names no server of the herd");
+                    continue;
+                }
+                let max_ahead = node.config().limits.max_future_secs;
+                if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
+                    tracing::warn!(peer = %peer, limit_secs = max_ahead, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future");
                     continue;
                 }
                 // Waits for room in the store's queue: a flooding peer is held back by TCP.
