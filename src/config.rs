@@ -40,6 +40,7 @@ struct File {
     peers: PeerConfig,
     #[serde(default)]
     admin: BTreeMap<String, String>,
+    log: LogConfig,
 }
 
 /// How hard the store works to keep an acknowledged report.
@@ -95,6 +96,13 @@ pub struct Limits {
     /// An answer that cannot be written within this long (the client is not reading) closes
     /// the connection and frees its slot.
     pub write_timeout_secs: u64,
+    /// How far ahead of this server's clock a report's timestamp may be, in seconds. Beyond
+    /// it an IAMAT is answered `? ` and a peer's AT line is dropped: under newest-wins such a
+    /// report would pin its client's location until that time.
+    pub max_future_secs: u64,
+    /// The most client connections open at once from one source address; the excess from
+    /// that address is refused at once, so one address cannot take every slot.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for Limits {
@@ -106,6 +114,8 @@ impl Default for Limits {
             line_timeout_secs: 30,
             max_in_flight: 64,
             write_timeout_secs: 30,
+            max_future_secs: 3600,
+            max_connections_per_source: 4096,
         }
     }
 }
@@ -138,6 +148,9 @@ pub struct PeerConfig {
     pub backoff_max_ms: u64,
     /// How often linked servers reconcile their stores while connected.
     pub sync_interval_secs: u64,
+    /// A reconciliation round the peer has not finished answering within this long drops the
+    /// link (a peer that stalls a round costs nothing more).
+    pub sync_timeout_secs: u64,
     /// How long a dial or a handshake may take.
     pub connect_timeout_ms: u64,
 }
@@ -151,7 +164,31 @@ impl Default for PeerConfig {
             backoff_min_ms: 50,
             backoff_max_ms: 2_000,
             sync_interval_secs: 30,
+            sync_timeout_secs: 120,
             connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// `[log]`: the node's log file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The log file's size past which it is rotated: `NAME.log` becomes `NAME.log.1`, and so on.
+    pub max_bytes: u64,
+    /// Rotated files kept (`NAME.log.1` .. `NAME.log.KEEP`); older ones are deleted.
+    pub keep: u32,
+    /// The most bytes of a client's or peer's line shown (escaped) in one log line; a longer
+    /// line is shown as its start and its length.
+    pub line_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_bytes: 64 * 1024 * 1024,
+            keep: 4,
+            line_bytes: 1024,
         }
     }
 }
@@ -173,6 +210,10 @@ pub struct Config {
     pub peers: PeerConfig,
     /// `[admin]`: the address of each server's admin HTTP endpoint, for those that have one.
     pub admin: BTreeMap<String, String>,
+    pub log: LogConfig,
+    /// The secret file and its permission bits, if its group or other users may read it
+    /// (warned about at start-up, once logging runs).
+    pub loose_secret_file: Option<(PathBuf, u32)>,
 }
 
 impl Config {
@@ -244,6 +285,7 @@ impl Config {
             links.get_mut(a).expect("known").insert(b.clone());
             links.get_mut(b).expect("known").insert(a.clone());
         }
+        let mut loose_secret_file = None;
         let secret = match (&file.secret_file, secret_env) {
             (_, Some(s)) if !s.is_empty() => Some(s),
             (Some(path), _) => {
@@ -253,6 +295,8 @@ impl Config {
                         format!("secret_file: cannot read {}: {e}", path.display()),
                     )
                 })?;
+                loose_secret_file =
+                    crate::private_files::loosely_readable(path).map(|mode| (path.clone(), mode));
                 let trimmed = bytes.trim_ascii().to_vec();
                 if trimmed.is_empty() {
                     return Err(Error::config(
@@ -270,10 +314,17 @@ impl Config {
         if file.limits.max_line_bytes < 64
             || file.limits.max_connections == 0
             || file.limits.max_in_flight == 0
+            || file.limits.max_connections_per_source == 0
         {
             return Err(Error::config(
                 source,
-                "limits: max_line_bytes must be at least 64, max_connections and max_in_flight at least 1",
+                "limits: max_line_bytes must be at least 64; max_connections, max_connections_per_source and max_in_flight at least 1",
+            ));
+        }
+        if file.log.max_bytes < 4096 || file.log.line_bytes < 64 {
+            return Err(Error::config(
+                source,
+                "log: max_bytes must be at least 4096 and line_bytes at least 64",
             ));
         }
         if file.peers.queue == 0
@@ -312,6 +363,8 @@ impl Config {
             limits: file.limits,
             peers: file.peers,
             admin: file.admin,
+            log: file.log,
+            loose_secret_file,
         })
     }
 
@@ -411,6 +464,14 @@ mod tests {
             e.contains("admin.A") && e.contains("also the address"),
             "{e}"
         );
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[limits]\nmax_connections_per_source = 0\n");
+        assert!(e.contains("max_connections_per_source"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[limits]\nmax_future_secs = -1\n");
+        assert!(e.contains("max_future_secs"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nmax_bytes = 10\n");
+        assert!(e.contains("log: max_bytes"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nrotate = 1\n");
+        assert!(e.contains("rotate"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");
         assert!(e.contains("durability") || e.contains("maybe"), "{e}");
     }
@@ -434,5 +495,25 @@ mod tests {
             dir.path().join("nope").display().to_string()
         );
         assert!(err(&missing).contains("secret_file"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "a long enough herd secret, for this test\n").unwrap();
+        let text = format!(
+            "secret_file = {:?}\n[servers]\nA = \"127.0.0.1:1\"\n",
+            path.display().to_string()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(parse(&text).unwrap().loose_secret_file, None);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            parse(&text).unwrap().loose_secret_file,
+            Some((path.clone(), 0o644))
+        );
     }
 }

@@ -7,8 +7,8 @@
 //! loop stops reading: a client can never make the node buffer without bound.
 //!
 //! The connection closes on EOF (after answering everything, including an unterminated last
-//! line), on an I/O error, when idle too long, or when a started line takes too long to
-//! finish. A bad request never closes it.
+//! line), on an I/O error, when idle too long (with no request: blank lines do not keep it
+//! open), or when a started line takes too long to finish. A bad request never closes it.
 //!
 //! A connection that opens with `HERD HELLO` may become a peer link; see [`crate::peer`].
 
@@ -26,7 +26,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::cmd::{execute, Answer, Context};
-use crate::logging::Escaped;
+use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::peer::handshake::{self, Accepted};
 use crate::peer::Session;
@@ -59,6 +59,9 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
     let idle = limits.idle_timeout();
     let line_deadline = limits.line_timeout().min(idle);
     let mut last_line = Instant::now();
+    // Idleness is measured from the last line that was a request: blank lines cost the node
+    // nothing to answer, but must not keep a connection (and its slot) alive forever.
+    let mut last_request = last_line;
     // First check whether a started line is overdue, then (if nothing was pending then)
     // whether the connection has gone idle.
     let mut check_at = last_line + line_deadline;
@@ -86,9 +89,12 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Ok(Frame::Line(line)))) => {
                 last_line = Instant::now();
-                check_at = last_line + line_deadline;
-                tracing::info!(dir = "in", line = %Escaped(&line));
                 let request = parse(&line);
+                if !matches!(request, Request::Empty) {
+                    last_request = last_line;
+                }
+                check_at = (last_line + line_deadline).min(last_request + idle);
+                tracing::info!(dir = "in", line = %Clipped(&line));
                 if let Request::Peer(PeerLine::Hello {
                     dialer,
                     listener,
@@ -121,6 +127,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Ok(Frame::TooLong { start, length }))) => {
                 last_line = Instant::now();
+                last_request = last_line;
                 check_at = last_line + line_deadline;
                 tracing::warn!(length, limit = limits.max_line_bytes, start = %Escaped(&start[..start.len().min(64)]), "line too long; discarded");
                 node.telemetry()
@@ -134,7 +141,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             Step::Timer if Instant::now() < check_at => timer.as_mut().reset(check_at),
             Step::Timer => {
                 let now = Instant::now();
-                if now >= last_line + idle {
+                if now >= last_request + idle {
                     tracing::info!(idle_secs = idle.as_secs(), "closing an idle connection");
                     break "idle";
                 }
@@ -145,7 +152,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     );
                     break "line too slow";
                 }
-                check_at = last_line + idle;
+                check_at = last_request + idle;
                 timer.as_mut().reset(check_at);
             }
         }
@@ -177,7 +184,7 @@ struct Connection {
 impl Connection {
     /// Writes one answer whole, within the write deadline.
     async fn write(&mut self, answer: &[u8]) -> Result<(), &'static str> {
-        tracing::info!(dir = "out", line = %Escaped(answer.strip_suffix(b"\n").unwrap_or(answer)));
+        tracing::info!(dir = "out", line = %Clipped(answer.strip_suffix(b"\n").unwrap_or(answer)));
         match tokio::time::timeout(self.write_timeout, self.writer.write_all(answer)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err("write failed"),

@@ -90,7 +90,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let config = Config::load(config.as_deref())?;
             config.addr(&name)?;
-            let _log = herd::logging::init_node(&log_dir, &name)?;
+            // Everything the node creates from here on (logs, lock, the store's files) is
+            // private to its user: the state and the log hold every client's location.
+            herd::private_files::restrict_umask();
+            let _log = herd::logging::init_node(&log_dir, &name, &config.log)?;
             let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("state").join(&name));
             let opts = herd::server::ServeOptions {
                 name,
@@ -127,6 +130,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             format,
         } => {
             herd::logging::init_stderr();
+            // inspect reads a scratch copy of the store: keep the copy private too.
+            herd::private_files::restrict_umask();
             let mut out = std::io::stdout().lock();
             herd::inspect::run(
                 &state_dir,

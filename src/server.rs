@@ -5,7 +5,9 @@
 //! the anti-entropy fingerprints in the background), start the link actors, and announce
 //! readiness. On shutdown: stop accepting, stop reading, let every connection answer what it
 //! has read (the store keeps writing and flushing for them), stop the links, then close the
-//! store, which applies and flushes everything it was given.
+//! store, which applies and flushes everything it was given. A connection beyond
+//! `max_connections`, or beyond `max_connections_per_source` from one address, is closed at
+//! once.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::peer::{link, Links};
 use crate::places::Places;
+use crate::sources::Sources;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -68,6 +71,9 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
     let places = Places::new(&config.places)?.observed_by(telemetry.clone());
+    if let Some((path, mode)) = &config.loose_secret_file {
+        tracing::warn!(secret_file = %path.display(), mode = format_args!("{mode:o}"), "secret_file is readable by its group or by other users; anyone who can read it can join the herd (chmod 600 it)");
+    }
     if config.secret.is_none() {
         tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");
     }
@@ -108,6 +114,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));
     let ids = AtomicU64::new(0);
+    let sources = Sources::new(node.config().limits.max_connections_per_source);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -119,6 +126,11 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
                         drop(stream);
                         continue;
                     };
+                    let Some(slot) = sources.try_acquire(remote.ip()) else {
+                        tracing::warn!(%remote, limit = sources.limit(), "per-source connection limit reached; refusing");
+                        drop(stream);
+                        continue;
+                    };
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!("conn", id, %remote);
                     let (node, stop) = (node.clone(), stop.clone());
@@ -126,8 +138,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
                     connections.spawn(
                         async move {
                             crate::connection::serve(node, stream, remote, stop).await;
-                            drop(counted);
-                            drop(permit);
+                            drop((counted, permit, slot));
                         }
                         .instrument(span),
                     );

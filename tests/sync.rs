@@ -282,3 +282,37 @@ fn a_peer_that_breaks_the_protocol_is_dropped_and_changes_nothing() {
     // And the node still serves.
     assert!(herd.ask("N", b"IAMAT after +1+2 2\n").starts_with(b"AT N "));
 }
+
+#[test]
+fn a_round_the_peer_never_answers_drops_the_link() {
+    let mut herd = Herd::new(
+        &["N", "L"],
+        &[("N", "L")],
+        "[peers]\nsync_timeout_secs = 1\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
+    );
+    herd.start("N");
+    let from = herd.log_len("N");
+    runtime().block_on(async {
+        let mut peer = Peer::link(&herd, "N", "L").await;
+        // Read N's question and never answer it.
+        let mut question = String::new();
+        peer.conn.read_line(&mut question).await.unwrap();
+        assert!(question.starts_with("SYNC Q 1 "), "{question}");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut peer.conn, &mut rest),
+        )
+        .await;
+        assert!(closed.is_ok(), "the link stayed up");
+    });
+    eventually(
+        Duration::from_secs(5),
+        "the stalled round to be logged",
+        || {
+            herd.log_since("N", from)
+                .contains("peer left a sync round unanswered")
+        },
+    );
+    assert!(herd.ask("N", b"IAMAT after +1+2 2\n").starts_with(b"AT N "));
+}

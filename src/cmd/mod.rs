@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::node::Node;
+use crate::protocol::number::Timestamp;
 use crate::protocol::request::{invalid_answer, Request};
 use crate::telemetry::RequestKind;
 
@@ -45,7 +46,18 @@ pub async fn execute(node: &Node, cx: &mut Context, line: &Bytes, request: Reque
     }
     match request {
         Request::Empty => Answer::Nothing,
-        Request::IAmAt(req) => iamat::execute(node, cx, req).await,
+        Request::IAmAt(req) => {
+            let max_ahead = node.config().limits.max_future_secs;
+            if req.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
+                tracing::warn!(
+                    limit_secs = max_ahead,
+                    timestamp = %req.timestamp,
+                    "IAMAT timestamp too far in the future; answered as invalid"
+                );
+                return Answer::Ready(invalid_answer(line));
+            }
+            iamat::execute(node, cx, req).await
+        }
         Request::WhatsAt(req) => whatsat::execute(node, cx, line, req).await,
         Request::At(_) | Request::Peer(_) | Request::Invalid => Answer::Ready(invalid_answer(line)),
     }

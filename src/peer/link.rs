@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::{dial, HandshakeError};
 use super::sync::{self, Job, Round};
 use super::{LinkInbox, Session};
-use crate::logging::Escaped;
+use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::protocol::frame::Frame;
+use crate::protocol::number::Timestamp;
 use crate::protocol::request::{parse, PeerLine, Request, SyncKind};
 
 /// What the reader hands the writer: a sync message of the peer's.
@@ -167,6 +168,7 @@ async fn run_session(
     let store = node.store();
     let sync_every = Duration::from_secs(node.config().peers.sync_interval_secs);
     let write_deadline = Duration::from_millis(node.config().peers.write_timeout_ms.max(1));
+    let round_deadline = Duration::from_secs(node.config().peers.sync_timeout_secs.max(1));
     // A round at link-up, then one every interval; checked again at the deadline while one runs.
     let mut next_round = Instant::now();
     let mut round: Option<Round> = None;
@@ -242,10 +244,11 @@ async fn run_session(
             }
             _ = tokio::time::sleep_until(next_round) => {
                 match &round {
-                    Some(r) if r.is_overdue() => {
-                        break 'session End::Dropped(format!("sync round {} got no answer within {:?}", r.id, sync::ROUND_DEADLINE));
+                    Some(r) if r.is_overdue(round_deadline) => {
+                        tracing::warn!(peer = %peer, round = r.id, secs = round_deadline.as_secs(), "peer left a sync round unanswered; dropping the link");
+                        break 'session End::Dropped(format!("sync round {} unanswered", r.id));
                     }
-                    Some(_) => next_round = Instant::now() + Duration::from_secs(1),
+                    Some(_) => next_round = Instant::now() + Duration::from_millis(250),
                     None if !store.ready() => next_round = Instant::now() + Duration::from_millis(50),
                     None => {
                         rounds += 1;
@@ -330,6 +333,11 @@ async fn read_peer(
             Request::At(report) => {
                 if !node.config().servers.contains_key(&report.server) {
                     tracing::warn!(peer = %peer, server = %Escaped(report.server.as_bytes()), "dropping a report that names no server of the herd");
+                    continue;
+                }
+                let max_ahead = node.config().limits.max_future_secs;
+                if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
+                    tracing::warn!(peer = %peer, limit_secs = max_ahead, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future");
                     continue;
                 }
                 // Waits for room in the store's queue: a flooding peer is held back by TCP.

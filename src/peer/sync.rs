@@ -52,8 +52,6 @@ const MAX_MINE: usize = 256;
 pub const MAX_GROUPS: usize = 2048;
 /// Records written per step of a stream, between which floods and other work proceed.
 pub const STREAM_BATCH: usize = 256;
-/// How long a round may take before the peer is taken to have stalled it.
-pub const ROUND_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Why a peer's sync traffic is refused: the link is dropped.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +80,8 @@ impl From<crate::error::Error> for Violation {
 struct Item {
     key: [u8; 4],
     item: [u8; 2],
-    secs: u64,
+    /// Seconds, saturated at `u32::MAX` (the year 2106).
+    secs: [u8; 4],
 }
 
 impl Item {
@@ -90,9 +89,13 @@ impl Item {
         Item {
             key: low_key(info.key_hash),
             item: short(info.item, window),
-            secs: info.secs,
+            secs: secs32(info.secs),
         }
     }
+}
+
+fn secs32(secs: u64) -> [u8; 4] {
+    u32::try_from(secs).unwrap_or(u32::MAX).to_be_bytes()
 }
 
 fn low_key(key_hash: u64) -> [u8; 4] {
@@ -166,10 +169,10 @@ enum Answer {
     Sent,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Records wanted: per range, the low 32 bits of their key hashes.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Want {
-    node: Node,
-    keys: Vec<[u8; 4]>,
+    ranges: Vec<(Node, Vec<[u8; 4]>)>,
 }
 
 fn encode<T: Serialize>(kind: &str, round: u64, msg: &T) -> Vec<u8> {
@@ -315,18 +318,20 @@ pub fn answer(
         },
         SyncKind::Want => {
             let want: Want = decode(payload)?;
-            if !want.node.is_valid() || want.keys.len() > MAX_ITEMS {
-                return Err(Violation::Malformed("bad want"));
+            if want.ranges.len() > MAX_GROUPS {
+                return Err(Violation::Malformed("too many ranges wanted"));
             }
-            let mut keys: Vec<u32> = want.keys.iter().map(|k| u32::from_be_bytes(*k)).collect();
-            keys.sort_unstable();
-            Ok(vec![
-                Job::Some {
-                    node: want.node,
-                    keys,
-                },
-                Job::Line(encode("A", round, &Answer::Sent)),
-            ])
+            let mut jobs = Vec::with_capacity(want.ranges.len() + 1);
+            for (node, keys) in want.ranges {
+                if !node.is_valid() || keys.len() > MAX_ITEMS {
+                    return Err(Violation::Malformed("bad want"));
+                }
+                let mut keys: Vec<u32> = keys.iter().map(|k| u32::from_be_bytes(*k)).collect();
+                keys.sort_unstable();
+                jobs.push(Job::Some { node, keys });
+            }
+            jobs.push(Job::Line(encode("A", round, &Answer::Sent)));
+            Ok(jobs)
         }
         SyncKind::Answer => Err(Violation::Unasked(round)),
     }
@@ -372,6 +377,8 @@ pub struct Round {
     started: Instant,
     /// Ranges this round may still ask about.
     budget: u64,
+    /// Records to ask for, sent as one W at the end of handling an answer.
+    wanting: Want,
     pub stats: RoundStats,
 }
 
@@ -386,6 +393,7 @@ impl Round {
             open: VecDeque::from([Open::Root]),
             started: Instant::now(),
             budget: 1_000_000 + 2 * root.count,
+            wanting: Want::default(),
             stats: RoundStats {
                 questions: 1,
                 ..RoundStats::default()
@@ -409,9 +417,9 @@ impl Round {
         self.open.is_empty()
     }
 
-    /// Whether the peer has taken too long to answer.
-    pub fn is_overdue(&self) -> bool {
-        self.started.elapsed() > ROUND_DEADLINE
+    /// Whether the round has run longer than `deadline`.
+    pub fn is_overdue(&self, deadline: Duration) -> bool {
+        self.started.elapsed() > deadline
     }
 
     /// Takes the answer to the oldest open question; returns what to send next.
@@ -494,7 +502,21 @@ impl Round {
             (Open::Want, Answer::Sent) => {}
             _ => return Err(Violation::Malformed("answer of the wrong kind")),
         }
+        self.flush_wants(&mut jobs);
         Ok(jobs)
+    }
+
+    /// Sends what this answer made us want, in W messages of at most [`MAX_GROUPS`] ranges.
+    fn flush_wants(&mut self, jobs: &mut Vec<Job>) {
+        let ranges = std::mem::take(&mut self.wanting.ranges);
+        for chunk in ranges.chunks(MAX_GROUPS) {
+            let want = Want {
+                ranges: chunk.to_vec(),
+            };
+            jobs.push(Job::Line(encode("W", self.id, &want)));
+            self.open.push_back(Open::Want);
+            self.stats.questions += 1;
+        }
     }
 
     /// Asks about the quarters (at `depth`) of `parents` (at `depth - 2`, ascending).
@@ -558,7 +580,7 @@ impl Round {
         let Some(mine) = store.items(node, MAX_MINE)? else {
             // Far more here than there: send everything, ask for all of theirs.
             jobs.push(Job::All { node, resume: None });
-            self.want(node, theirs.iter().map(|t| t.key).collect(), jobs);
+            self.want(node, theirs.iter().map(|t| t.key).collect());
             return Ok(());
         };
         let mut send = Vec::new();
@@ -569,10 +591,11 @@ impl Round {
                 None => send.push(m.key_hash as u32),
                 Some(t) if t.item == short(m.item, self.window) => {}
                 Some(t) => {
-                    if m.secs >= t.secs {
+                    let mine = secs32(m.secs);
+                    if mine >= t.secs {
                         send.push(m.key_hash as u32);
                     }
-                    if m.secs <= t.secs {
+                    if mine <= t.secs {
                         want.push(t.key);
                     }
                 }
@@ -587,18 +610,16 @@ impl Round {
             send.sort_unstable();
             jobs.push(Job::Some { node, keys: send });
         }
-        self.want(node, want, jobs);
+        self.want(node, want);
         Ok(())
     }
 
-    fn want(&mut self, node: Node, keys: Vec<[u8; 4]>, jobs: &mut Vec<Job>) {
+    fn want(&mut self, node: Node, keys: Vec<[u8; 4]>) {
         if keys.is_empty() {
             return;
         }
         self.stats.wanted += keys.len() as u64;
-        self.stats.questions += 1;
-        jobs.push(Job::Line(encode("W", self.id, &Want { node, keys })));
-        self.open.push_back(Open::Want);
+        self.wanting.ranges.push((node, keys));
     }
 }
 

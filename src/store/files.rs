@@ -14,11 +14,7 @@ use crate::protocol::number::Timestamp;
 /// Takes the directory's lock file, or says who holds it.
 pub(super) fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("herd.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = crate::private_files::open_private(&path, false)
         .map_err(|e| Error::io(format!("open lock file {}", path.display()), e))?;
     file.try_lock_exclusive().map_err(|_| Error::StoreLocked {
         path: dir.to_owned(),

@@ -174,7 +174,7 @@ impl Store {
     /// Opens (or creates) the store under `dir`, upgrading an older format in place, and
     /// starts its writer.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<Store> {
-        std::fs::create_dir_all(dir)
+        crate::private_files::create_private_dir(dir)
             .map_err(|e| Error::io(format!("create state dir {}", dir.display()), e))?;
         let lock = files::lock_dir(dir)?;
         let path = dir.join("store");

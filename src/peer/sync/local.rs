@@ -69,7 +69,7 @@ pub async fn round(
                         round,
                         payload,
                     }) => {
-                        b.flush().await?;
+                        applied(b).await?;
                         to_a.extend(answer(b, kind, round, &payload)?)
                     }
                     other => panic!("the asker sent {other:?}"),
@@ -93,7 +93,7 @@ pub async fn round(
                         round,
                         payload,
                     }) => {
-                        a.flush().await?;
+                        applied(a).await?;
                         to_b.extend(r.on_answer(a, round, &payload)?)
                     }
                     other => panic!("the answerer sent {other:?}"),
@@ -104,7 +104,7 @@ pub async fn round(
         for (to_asker, report) in between(traffic.messages) {
             let target = if to_asker { a } else { b };
             target.offer(report, None).await?;
-            target.flush().await?;
+            applied(target).await?;
         }
     }
     a.flush().await?;
@@ -114,6 +114,13 @@ pub async fn round(
         "a round with nothing left to send has no open question"
     );
     Ok(traffic)
+}
+
+/// Waits until the writer has applied everything offered so far (a read through its queue),
+/// as a link's reader has by the time the writer answers the message after them.
+async fn applied(store: &Store) -> crate::error::Result<()> {
+    store.get_in_order(bytes::Bytes::new()).await?.await?;
+    Ok(())
 }
 
 fn lines(buf: &[u8]) -> Vec<bytes::Bytes> {
