@@ -40,6 +40,7 @@ struct File {
     peers: PeerConfig,
     #[serde(default)]
     admin: BTreeMap<String, String>,
+    #[serde(default)]
     log: LogConfig,
 }
 

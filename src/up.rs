@@ -623,9 +623,13 @@ mod tests {
     #[tokio::test]
     async fn a_child_that_dies_is_reported_and_the_others_keep_running() {
         let dir = tempfile::tempdir().unwrap();
+        // It ignores SIGTERM, so the stop that may follow its marker cannot kill it first.
         let dead = shell(
             "Dead",
-            format!("touch '{}'; exit 3", dir.path().join("Dead").display()),
+            format!(
+                "trap '' TERM; touch '{}'; exit 3",
+                dir.path().join("Dead").display()
+            ),
         );
         let herd = Herd::start([dead, member(dir.path(), "B", CLEAN)], None).unwrap();
         let e = herd
