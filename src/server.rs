@@ -45,6 +45,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         listen,
     } = opts;
     let listed = config.addr(&name)?.to_owned();
+    let tls = crate::peer::tls::Tls::load(&config, &name)?;
     let addr = listen.unwrap_or_else(|| listed.clone());
     let listener = TcpListener::bind(&addr).await.map_err(|e| Error::Address {
         addr: addr.clone(),
@@ -75,7 +76,10 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
             tasks.spawn(store.clone().run_periodic_flush(every, stop.clone()));
         }
     }
-    let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue);
+    if let Some(tls) = &tls {
+        tasks.spawn(crate::peer::tls::reload_on_sighup(tls.clone(), stop.clone()));
+    }
+    let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue, tls);
     let max_connections = config.limits.max_connections;
     let node = Node::new(name.clone(), config, store.clone(), places, links);
     for inbox in inboxes {
