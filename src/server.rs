@@ -61,7 +61,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
     let places = Places::new(&config.places)?;
-    if config.secret.is_none() {
+    if config.secret.is_none() && tls.is_none() {
         tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");
     }
 

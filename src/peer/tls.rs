@@ -216,6 +216,11 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, tls: Arc<T
     let (acceptor, reloaded) = tls.acceptor();
     let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // The dialer gave up (say, it took the link we dialled instead): not a refusal.
+            tracing::debug!(%remote, "peer closed the connection during the TLS handshake");
+            return;
+        }
         Ok(Err(e)) => {
             attempts.refused(remote.ip());
             tracing::warn!(%remote, error = %e, "peer refused: TLS handshake failed");
