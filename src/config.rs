@@ -424,7 +424,10 @@ mod tests {
         let e = Config::parse(text, "t", Some(b"s3".to_vec()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("HERD_SECRET") && e.contains("at least 32"), "{e}");
+        assert!(
+            e.contains("HERD_SECRET") && e.contains("at least 32"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, "hunter2\n").unwrap();

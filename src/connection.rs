@@ -51,7 +51,8 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
     if let Some(tls) = node.links().tls().cloned() {
         // Peers start TLS at once; clients never send a TLS record's first byte.
         let mut first = [0u8; 1];
-        if let Ok(Ok(1)) = tokio::time::timeout(limits.idle_timeout(), stream.peek(&mut first)).await
+        if let Ok(Ok(1)) =
+            tokio::time::timeout(limits.idle_timeout(), stream.peek(&mut first)).await
         {
             if first[0] == crate::peer::tls::TLS_HANDSHAKE_BYTE {
                 crate::peer::tls::serve(node, stream, remote, tls).await;
@@ -112,7 +113,10 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                         Ok(PeerOutcome::Refused(mut conn)) => {
                             conn.refused_hellos += 1;
                             if conn.refused_hellos >= auth::PER_CONNECTION {
-                                tracing::warn!(refused = conn.refused_hellos, "closing a connection after too many refused peer handshakes");
+                                tracing::warn!(
+                                    refused = conn.refused_hellos,
+                                    "closing a connection after too many refused peer handshakes"
+                                );
                                 let _ = conn.writer.shutdown().await;
                                 return;
                             }

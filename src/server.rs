@@ -77,7 +77,10 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
     if let Some(tls) = &tls {
-        tasks.spawn(crate::peer::tls::reload_on_sighup(tls.clone(), stop.clone()));
+        tasks.spawn(crate::peer::tls::reload_on_sighup(
+            tls.clone(),
+            stop.clone(),
+        ));
     }
     let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue, tls);
     let max_connections = config.limits.max_connections;

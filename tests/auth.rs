@@ -247,7 +247,10 @@ fn pair(able: &str, baker: &str) -> Herd {
 
 #[test]
 fn nodes_with_different_secrets_never_link() {
-    let (a, b) = ("able-secret-5c1e0d-0123456789abcdef", "baker-secret-9b2f44-0123456789abcdef");
+    let (a, b) = (
+        "able-secret-5c1e0d-0123456789abcdef",
+        "baker-secret-9b2f44-0123456789abcdef",
+    );
     let herd = pair(a, b);
     let line = herd.ask("Able", b"IAMAT kiwi +1+2 3\n");
     assert!(line.starts_with(b"AT Able "), "{}", show(&line));

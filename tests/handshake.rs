@@ -119,7 +119,10 @@ fn serve_exit(herd: &Herd, env: &[(&str, &str)]) -> (Option<i32>, String) {
         cmd.env(k, v);
     }
     let out = cmd.stdout(Stdio::null()).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -127,7 +130,10 @@ fn a_short_secret_is_refused_at_start_with_exit_2() {
     let herd = Herd::new(&["N", "L"], &[("N", "L")], "");
     let (code, err) = serve_exit(&herd, &[("HERD_SECRET", "hunter2")]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("HERD_SECRET") && err.contains("at least 32 bytes"), "{err}");
+    assert!(
+        err.contains("HERD_SECRET") && err.contains("at least 32 bytes"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "the secret is not printed: {err}");
 
     let path = herd.dir.path().join("secret");
@@ -163,7 +169,11 @@ fn refused_hellos_close_the_connection_and_then_the_source() {
     for i in 0..3 {
         refused(&mut c, &format!("HERD HELLO Mallory N {i:02x}"));
     }
-    assert_eq!(line(&mut c), "", "the connection is closed after three refusals");
+    assert_eq!(
+        line(&mut c),
+        "",
+        "the connection is closed after three refusals"
+    );
     eventually(WAIT, "the close to be logged", || {
         herd.log("N").contains("too many refused peer handshakes")
     });
@@ -207,7 +217,8 @@ fn not_hijacked(secret: bool) {
     let mut rest = Vec::new();
     let _ = second.read_to_end(&mut rest);
     eventually(WAIT, "N to keep the existing link", || {
-        herd.log_since("N", log).contains("keeping the existing link")
+        herd.log_since("N", log)
+            .contains("keeping the existing link")
     });
     assert!(
         !herd.log_since("N", log).contains("link replaced"),

@@ -61,7 +61,10 @@ fn herd_with_certs(names: &[&str], links: &[(&str, &str)]) -> Herd {
 }
 
 fn flooded(herd: &Herd, from: &str, to: &str, client: &str) {
-    let answer = herd.ask(from, format!("IAMAT {client} +1+2 {}\n", now_ts()).as_bytes());
+    let answer = herd.ask(
+        from,
+        format!("IAMAT {client} +1+2 {}\n", now_ts()).as_bytes(),
+    );
     assert!(answer.starts_with(b"AT "), "{}", show(&answer));
     let at = &answer[..answer.len() - 1];
     eventually(WAIT, &format!("{client} to reach {to}"), || {
@@ -74,11 +77,22 @@ fn herd_certs_writes_a_ca_and_named_certificates_and_keeps_an_existing_ca() {
     let herd = Herd::new(&["Able", "Baker"], &[("Able", "Baker")], "");
     let dir = cert_dir(&herd);
     certs_ok(&herd, &dir, &["Able", "Baker"], false);
-    for file in ["ca.pem", "ca.key", "Able.pem", "Able.key", "Baker.pem", "Baker.key"] {
+    for file in [
+        "ca.pem",
+        "ca.key",
+        "Able.pem",
+        "Able.key",
+        "Baker.pem",
+        "Baker.key",
+    ] {
         assert!(dir.join(file).exists(), "{file}");
     }
     for key in ["ca.key", "Able.key", "Baker.key"] {
-        let mode = std::fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
     // Each certificate names its server and the host of its configured address.
@@ -128,8 +142,8 @@ fn two_nodes_from_one_ca_link_and_flood() {
 /// Re-signs a certificate for `name` with the CA in `dir` (rebuilt from its key and name),
 /// valid only in the past.
 fn expired_cert(dir: &Path, name: &str) {
-    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap())
-        .unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params
         .distinguished_name
@@ -224,7 +238,10 @@ fn a_plaintext_peer_is_refused_and_logged() {
     herd.start("Able");
     // The test is a plaintext Baker, from loopback, as a peer without TLS would dial.
     let hello = "HERD HELLO Baker Able 00112233445566778899aabbccddeeff";
-    let answer = herd.ask("Able", format!("{hello}\nAT Baker +0.1 evil +1+2 5\n").as_bytes());
+    let answer = herd.ask(
+        "Able",
+        format!("{hello}\nAT Baker +0.1 evil +1+2 5\n").as_bytes(),
+    );
     assert_eq!(
         show(&answer),
         show(format!("? {hello}\n? AT Baker +0.1 evil +1+2 5\n").as_bytes())
@@ -322,7 +339,11 @@ fn captured_link(extra: &str, with_certs: bool) -> Vec<u8> {
         flooded(&herd, "Able", "Baker", &format!("secret-client-{i}"));
     }
     let bytes = seen.lock().unwrap().clone();
-    assert!(bytes.len() > 1000, "the proxy saw the link: {} bytes", bytes.len());
+    assert!(
+        bytes.len() > 1000,
+        "the proxy saw the link: {} bytes",
+        bytes.len()
+    );
     bytes
 }
 
@@ -394,7 +415,10 @@ fn tls_dir_with_a_missing_file_exits_2_naming_it() {
         let out = herd.command("Able").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{missing}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&path.display().to_string()), "{missing}: {err}");
+        assert!(
+            err.contains(&path.display().to_string()),
+            "{missing}: {err}"
+        );
         std::fs::write(&path, saved).unwrap();
     }
     // An unknown key in [tls] is an error naming it.

@@ -142,8 +142,7 @@ impl Attempts {
             sources.retain(|_, (since, _)| since.elapsed() < SOURCE_WINDOW);
             if sources.len() >= MAX_SOURCES {
                 // Forget the oldest window rather than grow without bound.
-                if let Some(oldest) = sources.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| *k)
-                {
+                if let Some(oldest) = sources.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| *k) {
                     sources.remove(&oldest);
                 }
             }

@@ -110,9 +110,8 @@ async fn dial_inner(
         .await?;
     wr.flush().await?;
     let reply = next_line(&mut reader).await?;
-    let answered = |line: &Bytes| {
-        HandshakeError::Refused(format!("the peer answered {}", Escaped(line)))
-    };
+    let answered =
+        |line: &Bytes| HandshakeError::Refused(format!("the peer answered {}", Escaped(line)));
     match (parse(&reply), opts.secret) {
         (Request::Peer(PeerLine::Welcome { mac: None }), None) => {}
         (Request::Peer(PeerLine::Challenge { nonce: nonce_l }), Some(secret)) => {
@@ -171,7 +170,6 @@ async fn dial_inner(
     })
 }
 
-
 /// What the listening side concluded.
 pub enum Accepted {
     /// The dialer proved itself: the connection is now a link to this peer.
@@ -228,7 +226,11 @@ pub async fn accept(
         Some("HELLO names another server")
     } else if !l.linked {
         Some("not a server linked to this one")
-    } else if l.transport == (Transport::Tls { names_dialer: false }) {
+    } else if l.transport
+        == (Transport::Tls {
+            names_dialer: false,
+        })
+    {
         Some("its certificate does not name the server it claims to be")
     } else if l.secret.is_none() && l.transport == Transport::Plain && !l.remote.ip().is_loopback()
     {

@@ -159,13 +159,23 @@ fn read(dir: &Path, me: &str) -> Result<Loaded> {
         .map_err(|e| file_error(dir, e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.clone(), key.clone_key())
-        .map_err(|e| file_error(&key_path, format!("does not fit {}: {e}", cert_path.display())))?;
+        .map_err(|e| {
+            file_error(
+                &key_path,
+                format!("does not fit {}: {e}", cert_path.display()),
+            )
+        })?;
     let client = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| file_error(dir, e))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| file_error(&key_path, format!("does not fit {}: {e}", cert_path.display())))?;
+        .map_err(|e| {
+            file_error(
+                &key_path,
+                format!("does not fit {}: {e}", cert_path.display()),
+            )
+        })?;
     Ok(Loaded {
         acceptor: TlsAcceptor::from(Arc::new(server)),
         connector: TlsConnector::from(Arc::new(client)),
@@ -184,14 +194,13 @@ pub fn names(cert: &CertificateDer<'_>, name: &str) -> bool {
 
 /// Reloads the certificates on every SIGHUP until `stop`.
 pub async fn reload_on_sighup(tls: Arc<Tls>, stop: CancellationToken) {
-    let mut hup =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
-                return;
-            }
-        };
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+            return;
+        }
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -277,8 +286,16 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, tls: Arc<T
         attempts,
         timeout,
     };
-    match handshake::accept(&l, &hello, &dialer, &listener, &nonce, &mut reader, &mut writer)
-        .await
+    match handshake::accept(
+        &l,
+        &hello,
+        &dialer,
+        &listener,
+        &nonce,
+        &mut reader,
+        &mut writer,
+    )
+    .await
     {
         Ok(Accepted::Link(peer)) => {
             node.links()
@@ -393,7 +410,10 @@ pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
 /// Valid from a day ago (clocks differ) for ten years.
 fn validity() -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    (now - time::Duration::days(1), now + time::Duration::days(3650))
+    (
+        now - time::Duration::days(1),
+        now + time::Duration::days(3650),
+    )
 }
 
 /// Writes `bytes` to `path` with `mode`, replacing it; the mode is set before any byte is

@@ -321,7 +321,10 @@ mod tests {
                 nonce: Bytes::from_static(b"0a1b")
             })
         );
-        assert_eq!(p(b"HERD WELCOME"), Request::Peer(PeerLine::Welcome { mac: None }));
+        assert_eq!(
+            p(b"HERD WELCOME"),
+            Request::Peer(PeerLine::Welcome { mac: None })
+        );
         assert_eq!(
             p(b"SYNC PULL ff 12 a"),
             Request::Peer(PeerLine::Pull {
