@@ -50,7 +50,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct TlsSection {
     /// The directory holding `ca.pem`, and `NAME.pem` with `NAME.key` for each server; a
-    /// relative path is taken from the config file's directory.
+    /// relative path is taken from the current directory, like `secret_file`.
     dir: PathBuf,
 }
 
@@ -301,14 +301,7 @@ impl Config {
                 "peers: queue, backoff_min_ms and sync_interval_secs must be positive",
             ));
         }
-        let tls_dir = file.tls.map(|t| {
-            if t.dir.is_relative() {
-                let base = Path::new(source).parent().unwrap_or(Path::new(""));
-                base.join(t.dir)
-            } else {
-                t.dir
-            }
-        });
+        let tls_dir = file.tls.map(|t| t.dir);
         Ok(Config {
             source: source.to_owned(),
             servers: file.servers,

@@ -53,14 +53,14 @@ fn everywhere(net: &Net, names: &[&str], client: &str, at: &str) {
 #[test]
 fn five_hosts_flood_route_around_a_cut_survive_kill_9_and_a_skewed_clock() {
     if let Some(why) = netns::unavailable() {
-        eprintln!("SKIPPED: {why}");
+        netns::skipped(&why);
         return;
     }
     if !std::path::Path::new(netns::FAKETIME_LIB).exists() {
-        eprintln!(
-            "SKIPPED: {} is missing (apt-get install faketime)",
+        netns::skipped(&format!(
+            "{} is missing (apt-get install libfaketime)",
             netns::FAKETIME_LIB
-        );
+        ));
         return;
     }
     let mut net = Net::new(
@@ -158,7 +158,7 @@ fn five_hosts_flood_route_around_a_cut_survive_kill_9_and_a_skewed_clock() {
 #[test]
 fn namespaces_are_removed_at_the_end() {
     if let Some(why) = netns::unavailable() {
-        eprintln!("SKIPPED: {why}");
+        netns::skipped(&why);
         return;
     }
     let tag = {

@@ -22,12 +22,21 @@ pub const PORT: u16 = 7000;
 /// Where libfaketime's preload library lives on Debian.
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
+/// Says on the terminal that a test is skipped, and why. Written straight to the process's
+/// stderr, not through `eprintln!`, so the test harness's output capture cannot hide it.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
 /// Why the namespace tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root: creating network namespaces needs root".into());
     }
-    let probe = format!("hdprobe{}", std::process::id());
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("hdprobe{}x{n}", std::process::id());
     match Command::new("ip").args(["netns", "add", &probe]).output() {
         Err(e) => return Some(format!("`ip` (iproute2) cannot be run: {e}")),
         Ok(out) if !out.status.success() => {
