@@ -165,29 +165,29 @@ fn expired_cert(dir: &Path, name: &str) {
     .unwrap();
 }
 
-/// Able and Carol are good nodes; Baker, linked to Able, is started with bad certificates
-/// made by `spoil`. Both ends refuse and log, and Able goes on flooding to Carol.
-fn refused_peer(spoil: impl FnOnce(&Herd, &Path), able_says: &str, baker_says: &str) {
+/// Jaquez and Bona are good nodes; Clark, linked to Jaquez, is started with bad certificates
+/// made by `spoil`. Both ends refuse and log, and Jaquez goes on flooding to Bona.
+fn refused_peer(spoil: impl FnOnce(&Herd, &Path), jaquez_says: &str, clark_says: &str) {
     let mut herd = herd_with_certs(
-        &["Able", "Baker", "Carol"],
-        &[("Able", "Baker"), ("Able", "Carol")],
+        &["Jaquez", "Clark", "Bona"],
+        &[("Jaquez", "Clark"), ("Jaquez", "Bona")],
     );
-    herd.start("Able");
-    herd.start("Carol");
-    herd.wait_links_up("Able", &["Carol"], 0, WAIT);
+    herd.start("Jaquez");
+    herd.start("Bona");
+    herd.wait_links_up("Jaquez", &["Bona"], 0, WAIT);
     spoil(&herd, &cert_dir(&herd));
-    herd.start("Baker");
-    eventually(WAIT, &format!("Able to log: {able_says}"), || {
-        herd.log("Able").contains(able_says)
+    herd.start("Clark");
+    eventually(WAIT, &format!("Jaquez to log: {jaquez_says}"), || {
+        herd.log("Jaquez").contains(jaquez_says)
     });
-    eventually(WAIT, &format!("Baker to log: {baker_says}"), || {
-        herd.log("Baker").contains(baker_says)
+    eventually(WAIT, &format!("Clark to log: {clark_says}"), || {
+        herd.log("Clark").contains(clark_says)
     });
-    assert!(!herd.log("Able").contains("link up peer=Baker"));
-    assert!(!herd.log("Baker").contains("link up"));
-    // The herd is unaffected: Able still floods to Carol, and Baker heard nothing.
-    flooded(&herd, "Able", "Carol", "after-refusal");
-    assert_eq!(herd.at_line_of("Baker", b"after-refusal"), None);
+    assert!(!herd.log("Jaquez").contains("link up peer=Clark"));
+    assert!(!herd.log("Clark").contains("link up"));
+    // The herd is unaffected: Jaquez still floods to Bona, and Clark heard nothing.
+    flooded(&herd, "Jaquez", "Bona", "after-refusal");
+    assert_eq!(herd.at_line_of("Clark", b"after-refusal"), None);
 }
 
 #[test]
@@ -195,8 +195,8 @@ fn a_certificate_from_another_ca_is_refused() {
     refused_peer(
         |herd, dir| {
             let other = herd.dir.path().join("other-ca");
-            certs_ok(herd, &other, &["Baker"], false);
-            for f in ["Baker.pem", "Baker.key"] {
+            certs_ok(herd, &other, &["Clark"], false);
+            for f in ["Clark.pem", "Clark.key"] {
                 std::fs::copy(other.join(f), dir.join(f)).unwrap();
             }
         },
@@ -206,14 +206,14 @@ fn a_certificate_from_another_ca_is_refused() {
 }
 
 #[test]
-fn a_certificate_naming_another_server_is_refused() {
-    // Baker presents Carol's certificate (from the right CA) while claiming to be Baker.
+fn bonas_certificate_cannot_pose_as_clark() {
+    // Clark presents Bona's certificate (from the right CA) while claiming to be Clark.
     refused_peer(
         |_, dir| {
             for ext in ["pem", "key"] {
                 std::fs::copy(
-                    dir.join(format!("Carol.{ext}")),
-                    dir.join(format!("Baker.{ext}")),
+                    dir.join(format!("Bona.{ext}")),
+                    dir.join(format!("Clark.{ext}")),
                 )
                 .unwrap();
             }
@@ -226,7 +226,7 @@ fn a_certificate_naming_another_server_is_refused() {
 #[test]
 fn an_expired_certificate_is_refused() {
     refused_peer(
-        |_, dir| expired_cert(dir, "Baker"),
+        |_, dir| expired_cert(dir, "Clark"),
         "peer refused: TLS handshake failed",
         "peer refused the link",
     );
