@@ -32,6 +32,7 @@ fn certs(herd: &Herd, out: &Path, names: &[&str], force: bool) -> std::process::
         .arg("--config")
         .arg(&herd.config)
         .args(names)
+        .env_remove("HERD_SECRET")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     if force {
@@ -44,7 +45,9 @@ fn certs_ok(herd: &Herd, out: &Path, names: &[&str], force: bool) {
     let out = certs(herd, out, names, force);
     assert!(
         out.status.success(),
-        "herd certs: {}",
+        "herd certs exited {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
