@@ -122,10 +122,18 @@ fn herd_certs_writes_a_ca_and_named_certificates_and_keeps_an_existing_ca() {
     certs_ok(&herd, &dir, &["Able"], true);
     assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
 
-    // A name the config does not list is an error naming it.
-    let out = certs(&herd, &herd.dir.path().join("other"), &["Mallory"], false);
+    // A name the config does not list gets a certificate naming only itself, with a note.
+    let other = herd.dir.path().join("other");
+    let out = certs(&herd, &other, &["Mallory"], false);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Mallory is not a server"));
+    let pem = std::fs::read(other.join("Mallory.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    assert!(herd::peer::tls::names(&der, "Mallory"));
+    // A name no certificate can carry is an error naming it.
+    let out = certs(&herd, &other, &["bad_name!"], true);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Mallory"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad_name!"));
 }
 
 #[test]

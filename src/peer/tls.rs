@@ -325,7 +325,7 @@ pub struct CertsArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// The herd's config, for the hosts of the servers' addresses (default: data/herd.toml
-    /// if it exists, else the built-in herd).
+    /// if it exists, else the built-in herd). A NAME it does not list is named by itself only.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Replace an existing CA (every certificate signed by the old one stops being accepted).
@@ -336,7 +336,8 @@ pub struct CertsArgs {
     pub names: Vec<String>,
 }
 
-/// Writes the CA and the certificates; returns the files written.
+/// Writes the CA and the certificates; returns the files written. A name the config does not
+/// list gets a certificate naming only itself.
 pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
     let config = Config::load(args.config.as_deref())?;
     let ca_pem = args.out.join("ca.pem");
@@ -351,15 +352,22 @@ pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
     }
     let mut sans = Vec::new();
     for name in &args.names {
-        let addr = config.addr(name)?;
-        server_name(name).map_err(|why| Error::config(&config.source, why))?;
-        let host = addr
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-            .unwrap_or(addr);
+        server_name(name).map_err(|why| Error::config("herd certs", why))?;
         let mut names = vec![name.clone()];
-        if host != name.as_str() {
-            names.push(host.to_owned());
+        match config.servers.get(name) {
+            Some(addr) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                    .unwrap_or(addr);
+                if host != name.as_str() {
+                    names.push(host.to_owned());
+                }
+            }
+            None => eprintln!(
+                "herd certs: {name} is not a server of {}; its certificate names only {name}",
+                config.source
+            ),
         }
         sans.push((name, names));
     }
