@@ -122,6 +122,12 @@ async fn run() {
     }
     a.flush().await.unwrap();
     let fill = started.elapsed();
+    if a.stalls() > 0 {
+        println!(
+            "(the store watchdog saw {} stuck engine calls while filling)",
+            a.stalls()
+        );
+    }
     println!(
         "store A: {n} clients written in {:.1} s ({:.0} merges/s through the writer thread)",
         fill.as_secs_f64(),

@@ -21,6 +21,9 @@ pub const DEFAULT_CONFIG: &str = include_str!("../data/herd.toml");
 /// The environment variable holding the herd's shared secret.
 pub const SECRET_ENV: &str = "HERD_SECRET";
 
+/// The shortest herd secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = crate::peer::auth::MIN_SECRET_BYTES;
+
 /// The config file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +45,17 @@ struct File {
     admin: BTreeMap<String, String>,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    tls: Option<TlsSection>,
+}
+
+/// `[tls]`: mutual TLS on peer links.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    /// The directory holding `ca.pem`, and `NAME.pem` with `NAME.key` for each server; a
+    /// relative path is taken from the current directory, like `secret_file`.
+    dir: PathBuf,
 }
 
 /// How hard the store works to keep an acknowledged report.
@@ -203,8 +217,10 @@ pub struct Config {
     pub servers: BTreeMap<String, String>,
     /// Every server's linked servers.
     pub links: BTreeMap<String, BTreeSet<String>>,
-    /// The herd's shared secret, if any.
+    /// The herd's shared secret, if any (at least [`MIN_SECRET_BYTES`] long).
     pub secret: Option<Vec<u8>>,
+    /// With `[tls]`: the directory of the herd's CA and the servers' certificates.
+    pub tls_dir: Option<PathBuf>,
     pub places: PlacesConfig,
     pub store: StoreConfig,
     pub limits: Limits,
@@ -287,8 +303,19 @@ impl Config {
             links.get_mut(b).expect("known").insert(a.clone());
         }
         let mut loose_secret_file = None;
+        let short = |what: String, len: usize| {
+            Error::config(
+                source,
+                format!("{what} is {len} bytes; a herd secret must be at least {MIN_SECRET_BYTES} bytes (e.g. 32 random bytes in hex)"),
+            )
+        };
         let secret = match (&file.secret_file, secret_env) {
-            (_, Some(s)) if !s.is_empty() => Some(s),
+            (_, Some(s)) if !s.is_empty() => {
+                if s.len() < MIN_SECRET_BYTES {
+                    return Err(short(format!("the secret in {SECRET_ENV}"), s.len()));
+                }
+                Some(s)
+            }
             (Some(path), _) => {
                 let bytes = std::fs::read(path).map_err(|e| {
                     Error::config(
@@ -303,6 +330,12 @@ impl Config {
                     return Err(Error::config(
                         source,
                         format!("secret_file: {} is empty", path.display()),
+                    ));
+                }
+                if trimmed.len() < MIN_SECRET_BYTES {
+                    return Err(short(
+                        format!("secret_file: the secret in {}", path.display()),
+                        trimmed.len(),
                     ));
                 }
                 Some(trimmed)
@@ -354,11 +387,13 @@ impl Config {
                 ));
             }
         }
+        let tls_dir = file.tls.map(|t| t.dir);
         Ok(Config {
             source: source.to_owned(),
             servers: file.servers,
             links,
             secret,
+            tls_dir,
             places: file.places,
             store: file.store,
             limits: file.limits,
@@ -477,20 +512,32 @@ mod tests {
         assert!(e.contains("durability") || e.contains("maybe"), "{e}");
     }
 
+    const LONG: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     #[test]
     fn the_secret_comes_from_the_environment_or_a_file() {
         let text = "[servers]\nA = \"127.0.0.1:1\"\n";
         assert_eq!(
-            Config::parse(text, "t", Some(b"s3".to_vec()))
+            Config::parse(text, "t", Some(LONG.to_vec()))
                 .unwrap()
                 .secret,
-            Some(b"s3".to_vec())
+            Some(LONG.to_vec())
+        );
+        let e = Config::parse(text, "t", Some(b"s3".to_vec()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HERD_SECRET") && e.contains("at least 32"),
+            "{e}"
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, "hunter2\n").unwrap();
         let with_file = format!("secret_file = {:?}\n{text}", path.display().to_string());
-        assert_eq!(parse(&with_file).unwrap().secret, Some(b"hunter2".to_vec()));
+        let e = err(&with_file);
+        assert!(e.contains("secret_file") && e.contains("7 bytes"), "{e}");
+        std::fs::write(&path, [LONG, b"\n"].concat()).unwrap();
+        assert_eq!(parse(&with_file).unwrap().secret, Some(LONG.to_vec()));
         let missing = format!(
             "secret_file = {:?}\n{text}",
             dir.path().join("nope").display().to_string()

@@ -10,7 +10,9 @@
 //! line), on an I/O error, when idle too long (with no request: blank lines do not keep it
 //! open), or when a started line takes too long to finish. A bad request never closes it.
 //!
-//! A connection that opens with `HERD HELLO` may become a peer link; see [`crate::peer`].
+//! A connection that opens with `HERD HELLO` may become a peer link; see [`crate::peer`]. With
+//! `[tls]` configured, a connection whose first byte starts a TLS record is a peer's, and is
+//! handed to [`crate::peer::tls::serve`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +21,6 @@ use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -28,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cmd::{execute, Answer, Context};
 use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
-use crate::peer::handshake::{self, Accepted};
-use crate::peer::Session;
+use crate::peer::handshake::{self, Accepted, Listener, Transport};
+use crate::peer::{auth, Liveness, PeerReader, PeerWriter, Session, Watched};
 use crate::protocol::frame::{Frame, LineCodec};
 use crate::protocol::request::{invalid_answer, parse, PeerLine, Request};
 
@@ -46,14 +47,30 @@ enum Step {
 /// Serves one client until it leaves, misbehaves past a limit, or the node shuts down.
 pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: CancellationToken) {
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
     let limits = node.config().limits.clone();
+    if let Some(tls) = node.links().tls().cloned() {
+        // Peers start TLS at once; clients never send a TLS record's first byte.
+        let mut first = [0u8; 1];
+        if let Ok(Ok(1)) =
+            tokio::time::timeout(limits.idle_timeout(), stream.peek(&mut first)).await
+        {
+            if first[0] == crate::peer::tls::TLS_HANDSHAKE_BYTE {
+                crate::peer::tls::serve(node, stream, remote, tls).await;
+                return;
+            }
+        }
+    }
+    let (rd, wr) = stream.into_split();
+    let liveness = Liveness::new();
+    let rd: PeerReader = Box::new(Watched::new(rd, liveness.clone(), None));
     let mut conn = Connection {
         reader: FramedRead::new(rd, LineCodec::new(limits.max_line_bytes)),
-        writer: wr,
+        writer: Box::new(wr),
         pending: FuturesOrdered::new(),
         remote,
         write_timeout: limits.write_timeout(),
+        liveness,
+        refused_hellos: 0,
     };
     let mut cx = Context::default();
     let idle = limits.idle_timeout();
@@ -105,7 +122,18 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                         .try_peer(&node, &line, &dialer, &listener, &nonce)
                         .await
                     {
-                        Ok(PeerOutcome::Refused(conn)) => conn,
+                        Ok(PeerOutcome::Refused(mut conn)) => {
+                            conn.refused_hellos += 1;
+                            if conn.refused_hellos >= auth::PER_CONNECTION {
+                                tracing::warn!(
+                                    refused = conn.refused_hellos,
+                                    "closing a connection after too many refused peer handshakes"
+                                );
+                                let _ = conn.writer.shutdown().await;
+                                return;
+                            }
+                            conn
+                        }
                         Ok(PeerOutcome::Linked(session)) => {
                             node.links().hand_over(session).await;
                             return;
@@ -174,11 +202,14 @@ enum PeerOutcome {
 }
 
 struct Connection {
-    reader: FramedRead<OwnedReadHalf, LineCodec>,
-    writer: OwnedWriteHalf,
+    reader: FramedRead<PeerReader, LineCodec>,
+    writer: PeerWriter,
     pending: Pending,
     remote: SocketAddr,
     write_timeout: Duration,
+    /// Kept for the session if this connection becomes a peer link.
+    liveness: std::sync::Arc<Liveness>,
+    refused_hellos: u32,
 }
 
 impl Connection {
@@ -222,19 +253,24 @@ impl Connection {
         nonce: &Bytes,
     ) -> Result<PeerOutcome, &'static str> {
         self.drain().await;
-        let timeout = Duration::from_millis(node.config().peers.connect_timeout_ms);
+        let l = Listener {
+            me: node.name(),
+            linked: node.is_linked(dialer),
+            secret: node.config().secret.as_deref(),
+            tls_on: node.links().tls().is_some(),
+            transport: Transport::Plain,
+            remote: self.remote,
+            attempts: node.links().attempts(),
+            timeout: Duration::from_millis(node.config().peers.connect_timeout_ms),
+        };
         let accepted = handshake::accept(
-            node.name(),
+            &l,
             line,
             dialer,
             listener,
             nonce,
-            node.is_linked(dialer),
-            node.config().secret.as_deref(),
-            self.remote,
             &mut self.reader,
             &mut self.writer,
-            timeout,
         )
         .await;
         match accepted {
@@ -248,6 +284,7 @@ impl Connection {
                     addr: self.remote,
                     reader,
                     writer: self.writer,
+                    liveness: self.liveness,
                 }))
             }
             Err(e) => {

@@ -47,6 +47,8 @@ enum Command {
     Client(herd::client::ClientArgs),
     /// Drive a running herd with concurrent client connections and print throughput and latency.
     Bench(herd::bench::BenchArgs),
+    /// Write a development CA and a certificate per named server for peer-link TLS.
+    Certs(herd::peer::tls::CertsArgs),
     /// Print a stopped node's stored records.
     Inspect {
         /// The node's state directory.
@@ -123,6 +125,13 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(args) => {
             herd::logging::init_stderr();
             runtime()?.block_on(herd::bench::run(args)).map(|_| ())
+        }
+        Command::Certs(args) => {
+            herd::logging::init_stderr();
+            for path in herd::peer::tls::certs(&args)? {
+                println!("{}", path.display());
+            }
+            Ok(())
         }
         Command::Inspect {
             state_dir,

@@ -54,6 +54,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         admin,
     } = opts;
     let listed = config.addr(&name)?.to_owned();
+    let tls = crate::peer::tls::Tls::load(&config, &name)?;
     let addr = listen.unwrap_or_else(|| listed.clone());
     let listener = TcpListener::bind(&addr).await.map_err(|e| Error::Address {
         addr: addr.clone(),
@@ -74,16 +75,23 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     if let Some((path, mode)) = &config.loose_secret_file {
         tracing::warn!(secret_file = %path.display(), mode = format_args!("{mode:o}"), "secret_file is readable by its group or by other users; anyone who can read it can join the herd (chmod 600 it)");
     }
-    if config.secret.is_none() {
+    if config.secret.is_none() && tls.is_none() {
         tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");
     }
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    if let Some(tls) = &tls {
+        tasks.spawn(crate::peer::tls::reload_on_sighup(
+            tls.clone(),
+            stop.clone(),
+        ));
+    }
     let (links, inboxes) = Links::new(
         config.peers_of(&name),
         config.peers.queue,
         config.peers.queue_bytes,
+        tls,
     );
     let max_connections = crate::fdlimit::prepare(
         config.limits.max_connections,

@@ -11,18 +11,18 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 const FAST: &str = "[peers]\nbackoff_max_ms = 200\n";
-const SECRET: &str = "correct-horse-7f3a9c-battery";
+const SECRET: &str = "correct-horse-7f3a9c-battery-staple-42e1";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn show(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }
 
-/// The documented proof: HMAC-SHA256 over `herd-auth-v1`, the role, the dialer, the listener
+/// The documented proof: HMAC-SHA256 over `herd-auth-v2`, the role, the dialer, the listener
 /// and both nonces, each followed by a NUL, in hex.
 fn proof(secret: &str, role: &str, dialer: &str, listener: &str, nd: &str, nl: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    for part in ["herd-auth-v1", role, dialer, listener, nd, nl] {
+    for part in ["herd-auth-v2", role, dialer, listener, nd, nl] {
         mac.update(part.as_bytes());
         mac.update(b"\0");
     }
@@ -135,27 +135,20 @@ fn a_peer_that_cannot_prove_the_secret_is_refused() {
         let line =
             String::from_utf8(c.request(format!("HERD HELLO Bona Clark {nd}").as_bytes())).unwrap();
         let fields: Vec<&str> = line.trim_end_matches('\n').split(' ').collect();
+        // A bare nonce: nothing derived from the secret before the dialer has proven it.
         assert!(
-            fields.len() == 4
-                && fields[..2] == ["HERD", "CHALLENGE"]
-                && is_hex(fields[2], 32)
-                && is_hex(fields[3], 64),
+            fields.len() == 3 && fields[..2] == ["HERD", "CHALLENGE"] && is_hex(fields[2], 32),
             "{line:?}"
         );
         let nl = fields[2].to_owned();
-        // The listener proves the secret too, as documented.
-        assert_eq!(
-            fields[3],
-            proof(SECRET, "listener", "Bona", "Clark", nd, &nl),
-            "the challenge's MAC"
-        );
-        (nl, fields[3].to_owned())
+        let mac_l = proof(SECRET, "listener", "Bona", "Clark", nd, &nl);
+        (nl, mac_l)
     };
 
     let wrong_proofs = |nl: &str, mac_l: &str| -> Vec<String> {
         vec![
             proof("not-the-secret", "dialer", "Bona", "Clark", nd, nl),
-            // The listener's own proof reflected back.
+            // The listener's proof for this very transcript, reflected as the dialer's.
             mac_l.to_owned(),
             // The right secret for another transcript.
             proof(SECRET, "dialer", "Bona", "Clark", nd, "00"),
@@ -196,11 +189,12 @@ fn a_peer_that_cannot_prove_the_secret_is_refused() {
     // The control: with the right proof the same exchange makes a link, and AT lines on it
     // are stored. (So the refusals above are refusals of the proof, nothing else.)
     let mut peer = Client::connect(&herd.addr("Clark"));
-    let (nl, _) = challenge(&mut peer);
+    let (nl, mac_l) = challenge(&mut peer);
     let good = proof(SECRET, "dialer", "Bona", "Clark", nd, &nl);
+    // Only now does the listener prove the secret, in its WELCOME.
     assert_eq!(
         show(&peer.request(format!("HERD PROOF {good}").as_bytes())),
-        show(b"HERD WELCOME\n")
+        show(format!("HERD WELCOME {mac_l}\n").as_bytes())
     );
     peer.send(b"AT Bona +0.250000000 injected +1+2 5\n");
     eventually(WAIT, "the authenticated AT line to be stored", || {
@@ -214,7 +208,6 @@ fn a_peer_that_cannot_prove_the_secret_is_refused() {
 fn a_hello_naming_an_unlinked_or_unknown_server_is_refused() {
     for secret in [Some(SECRET), None] {
         let herd = clark(secret);
-        let mut c = Client::connect(&herd.addr("Clark"));
         let n = "00112233445566778899aabbccddeeff";
         for hello in [
             format!("HERD HELLO Campbell Clark {n}"),
@@ -225,6 +218,8 @@ fn a_hello_naming_an_unlinked_or_unknown_server_is_refused() {
             format!("HERD HELLO Bona clark {n}"),
         ] {
             let log = herd.log_len("Clark");
+            // A fresh connection each time: a connection is closed after a few refusals.
+            let mut c = Client::connect(&herd.addr("Clark"));
             assert_refused(&mut c, &[&hello]);
             eventually(WAIT, &format!("{hello}: refusal logged"), || {
                 herd.log_since("Clark", log).contains("peer refused")
@@ -255,7 +250,10 @@ fn pair(able: &str, baker: &str) -> Herd {
 
 #[test]
 fn nodes_with_different_secrets_never_link() {
-    let (a, b) = ("able-secret-5c1e0d", "baker-secret-9b2f44");
+    let (a, b) = (
+        "able-secret-5c1e0d-0123456789abcdef",
+        "baker-secret-9b2f44-0123456789abcdef",
+    );
     let herd = pair(a, b);
     let line = herd.ask("Able", b"IAMAT kiwi +1+2 3\n");
     assert!(line.starts_with(b"AT Able "), "{}", show(&line));
@@ -269,7 +267,8 @@ fn nodes_with_different_secrets_never_link() {
     });
     for name in ["Able", "Baker"] {
         let log = herd.log(name);
-        assert!(log.contains("proof of the herd secret is wrong"), "{log}");
+        assert!(log.contains("wrong proof of the herd secret"), "{log}");
+        assert!(log.contains("did not accept our proof"), "{log}");
         assert!(!log.contains("link up"), "{name} linked: {log}");
     }
     assert_eq!(herd.at_line_of("Baker", b"kiwi"), None);
@@ -356,42 +355,54 @@ fn a_dialling_node_refuses_a_listener_that_cannot_prove_the_secret() {
         fields[4].to_owned()
     };
     let nl = "fedcba9876543210fedcba9876543210";
+    // Answers Clark's HELLO with a challenge and checks the proof Clark sends back.
+    let challenge = |c: &mut Client| -> String {
+        let nd = hello(c);
+        c.send(format!("HERD CHALLENGE {nl}\n").as_bytes());
+        let expected = proof(SECRET, "dialer", "Clark", "Bona", &nd, nl);
+        assert_eq!(
+            show(&c.line()),
+            show(format!("HERD PROOF {expected}\n").as_bytes())
+        );
+        nd
+    };
 
-    // A challenge made with another secret: Clark sends no proof and drops the connection.
+    // A welcome whose proof was made with another secret: Clark hangs up.
     let log = herd.log_len("Clark");
     let mut c = accept(&listener);
-    let nd = hello(&mut c);
+    let nd = challenge(&mut c);
     let wrong = proof("not-the-secret", "listener", "Clark", "Bona", &nd, nl);
-    c.send(format!("HERD CHALLENGE {nl} {wrong}\n").as_bytes());
-    assert_eq!(show(&c.line()), show(b""), "Clark must hang up, not prove");
+    c.send(format!("HERD WELCOME {wrong}\n").as_bytes());
+    assert_eq!(show(&c.line()), show(b""), "Clark must hang up");
     eventually(WAIT, "Clark to log the refusal", || {
         let text = herd.log_since("Clark", log);
         text.contains("peer refused the link") && text.contains("proof of the herd secret is wrong")
     });
 
-    // A listener that skips the challenge: a node with a secret fails closed.
-    let log = herd.log_len("Clark");
-    let mut c = accept(&listener);
-    hello(&mut c);
-    c.send(b"HERD WELCOME\n");
-    assert_eq!(show(&c.line()), show(b""));
-    eventually(WAIT, "Clark to log the refusal", || {
-        herd.log_since("Clark", log)
-            .contains("without proving the herd secret")
-    });
+    // A listener that welcomes without a proof, before or after the challenge: a node with a
+    // secret fails closed.
+    for after_challenge in [false, true] {
+        let log = herd.log_len("Clark");
+        let mut c = accept(&listener);
+        if after_challenge {
+            challenge(&mut c);
+        } else {
+            hello(&mut c);
+        }
+        c.send(b"HERD WELCOME\n");
+        assert_eq!(show(&c.line()), show(b""));
+        eventually(WAIT, "Clark to log the refusal", || {
+            herd.log_since("Clark", log)
+                .contains("without proving the herd secret")
+        });
+    }
     assert!(!herd.log("Clark").contains("link up"));
 
-    // The control: the right challenge gets the documented proof and a link.
+    // The control: the right welcome makes a link.
     let mut c = accept(&listener);
-    let nd = hello(&mut c);
+    let nd = challenge(&mut c);
     let right = proof(SECRET, "listener", "Clark", "Bona", &nd, nl);
-    c.send(format!("HERD CHALLENGE {nl} {right}\n").as_bytes());
-    let expected = proof(SECRET, "dialer", "Clark", "Bona", &nd, nl);
-    assert_eq!(
-        show(&c.line()),
-        show(format!("HERD PROOF {expected}\n").as_bytes())
-    );
-    c.send(b"HERD WELCOME\n");
+    c.send(format!("HERD WELCOME {right}\n").as_bytes());
     herd.wait_links_up("Clark", &["Bona"], 0, WAIT);
     let pull = String::from_utf8(c.line()).unwrap();
     assert!(

@@ -22,11 +22,10 @@ fn canonical(line: &PeerLine) -> Vec<u8> {
             listener,
             nonce,
         } => format!("HERD HELLO {dialer} {listener} {}", text(nonce)),
-        PeerLine::Challenge { nonce, mac } => {
-            format!("HERD CHALLENGE {} {}", text(nonce), text(mac))
-        }
+        PeerLine::Challenge { nonce } => format!("HERD CHALLENGE {}", text(nonce)),
         PeerLine::Proof { mac } => format!("HERD PROOF {}", text(mac)),
-        PeerLine::Welcome => "HERD WELCOME".to_owned(),
+        PeerLine::Welcome { mac: None } => "HERD WELCOME".to_owned(),
+        PeerLine::Welcome { mac: Some(mac) } => format!("HERD WELCOME {}", text(mac)),
         PeerLine::Sync {
             kind,
             round,

@@ -1,19 +1,21 @@
 //! The two halves of the peer handshake over a live connection (the design is in
 //! [`auth`](super::auth)): [`dial`] for the server that connects, [`accept`] for the one that
-//! was connected to, after its client loop has read a `HERD HELLO`.
+//! was connected to, after it has read a `HERD HELLO` (from its client loop, or as the first
+//! line inside TLS).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
-use super::auth::{nonce, Role, Transcript};
-use super::Session;
+use super::auth::{nonce, Attempts, Role, Transcript};
+use super::tls::{self, Tls};
+use super::{Liveness, PeerReader, PeerWriter, Session, Watched};
 use crate::logging::Escaped;
 use crate::protocol::frame::{Frame, LineCodec};
 use crate::protocol::request::{invalid_answer, parse, PeerLine, Request};
@@ -37,8 +39,9 @@ pub enum HandshakeError {
     Refused(String),
 }
 
-async fn next_line(
-    reader: &mut FramedRead<OwnedReadHalf, LineCodec>,
+/// Reads the next whole line of a handshake.
+pub async fn next_line(
+    reader: &mut FramedRead<PeerReader, LineCodec>,
 ) -> Result<Bytes, HandshakeError> {
     match reader.next().await {
         Some(Ok(Frame::Line(line))) => Ok(line),
@@ -48,16 +51,23 @@ async fn next_line(
     }
 }
 
-/// Connects to `peer` at `addr` and proves who we are; on success the connection is a link.
+/// What a dial needs besides the two names and the address.
+pub struct DialOptions<'a> {
+    pub secret: Option<&'a [u8]>,
+    pub tls: Option<&'a Arc<Tls>>,
+    pub max_line: usize,
+    pub timeout: Duration,
+}
+
+/// Connects to `peer` at `addr` (over TLS when configured) and proves who we are; on success
+/// the connection is a link.
 pub async fn dial(
     me: &str,
     peer: &str,
     addr: &str,
-    secret: Option<&[u8]>,
-    max_line: usize,
-    timeout: Duration,
+    opts: DialOptions<'_>,
 ) -> Result<Session, HandshakeError> {
-    tokio::time::timeout(timeout, dial_inner(me, peer, addr, secret, max_line))
+    tokio::time::timeout(opts.timeout, dial_inner(me, peer, addr, &opts))
         .await
         .map_err(|_| HandshakeError::Timeout)?
 }
@@ -66,49 +76,78 @@ async fn dial_inner(
     me: &str,
     peer: &str,
     addr: &str,
-    secret: Option<&[u8]>,
-    max_line: usize,
+    opts: &DialOptions<'_>,
 ) -> Result<Session, HandshakeError> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let remote = stream.peer_addr()?;
-    let (rd, mut wr) = stream.into_split();
-    let mut reader = FramedRead::new(rd, LineCodec::new(peer_line_limit(max_line)));
+    let liveness = Liveness::new();
+    let (rd, wr): (PeerReader, PeerWriter) = match opts.tls {
+        Some(tls) => {
+            let (connector, reloaded) = tls.connector();
+            let name = tls::server_name(peer).map_err(HandshakeError::Refused)?;
+            let stream = connector.connect(name, stream).await.map_err(|e| {
+                HandshakeError::Refused(format!("TLS handshake with {peer} failed: {e}"))
+            })?;
+            let (rd, wr) = tokio::io::split(stream);
+            (
+                Box::new(Watched::new(rd, liveness.clone(), Some(reloaded))),
+                Box::new(wr),
+            )
+        }
+        None => {
+            let (rd, wr) = stream.into_split();
+            (
+                Box::new(Watched::new(rd, liveness.clone(), None)),
+                Box::new(wr),
+            )
+        }
+    };
+    let mut reader = FramedRead::new(rd, LineCodec::new(peer_line_limit(opts.max_line)));
+    let mut wr = wr;
     let nonce_d = nonce();
     wr.write_all(format!("HERD HELLO {me} {peer} {nonce_d}\n").as_bytes())
         .await?;
+    wr.flush().await?;
     let reply = next_line(&mut reader).await?;
-    match (parse(&reply), secret) {
-        (Request::Peer(PeerLine::Welcome), None) => {}
-        (
-            Request::Peer(PeerLine::Challenge {
-                nonce: nonce_l,
-                mac,
-            }),
-            Some(secret),
-        ) => {
+    let answered =
+        |line: &Bytes| HandshakeError::Refused(format!("the peer answered {}", Escaped(line)));
+    match (parse(&reply), opts.secret) {
+        (Request::Peer(PeerLine::Welcome { mac: None }), None) => {}
+        (Request::Peer(PeerLine::Challenge { nonce: nonce_l }), Some(secret)) => {
             let t = Transcript {
                 dialer: me,
                 listener: peer,
                 nonce_d: nonce_d.as_bytes(),
                 nonce_l: &nonce_l,
             };
-            if !t.verify(secret, Role::Listener, &mac) {
-                return Err(HandshakeError::Refused(
-                    "the peer's proof of the herd secret is wrong".into(),
-                ));
-            }
             wr.write_all(format!("HERD PROOF {}\n", t.mac(secret, Role::Dialer)).as_bytes())
                 .await?;
+            wr.flush().await?;
             let welcome = next_line(&mut reader).await?;
-            if parse(&welcome) != Request::Peer(PeerLine::Welcome) {
-                return Err(HandshakeError::Refused(format!(
-                    "the peer answered {}",
-                    Escaped(&welcome)
-                )));
+            match parse(&welcome) {
+                Request::Peer(PeerLine::Welcome { mac: Some(mac) }) => {
+                    if !t.verify(secret, Role::Listener, &mac) {
+                        return Err(HandshakeError::Refused(
+                            "the peer's proof of the herd secret is wrong".into(),
+                        ));
+                    }
+                }
+                Request::Peer(PeerLine::Welcome { mac: None }) => {
+                    return Err(HandshakeError::Refused(
+                        "the peer accepted us without proving the herd secret".into(),
+                    ))
+                }
+                Request::Invalid => {
+                    return Err(HandshakeError::Refused(
+                        "the peer did not accept our proof of the herd secret (is the same secret set there?)"
+                            .into(),
+                    ))
+                }
+                _ => return Err(answered(&welcome)),
             }
         }
-        (Request::Peer(PeerLine::Welcome), Some(_)) => {
+        (Request::Peer(PeerLine::Welcome { .. }), Some(_)) => {
             return Err(HandshakeError::Refused(
                 "the peer accepted us without proving the herd secret (is HERD_SECRET set there?)"
                     .into(),
@@ -119,12 +158,7 @@ async fn dial_inner(
                 "the peer requires a herd secret and this node has none".into(),
             ))
         }
-        _ => {
-            return Err(HandshakeError::Refused(format!(
-                "the peer answered {}",
-                Escaped(&reply)
-            )))
-        }
+        _ => return Err(answered(&reply)),
     }
     Ok(Session {
         peer: peer.to_owned(),
@@ -132,6 +166,7 @@ async fn dial_inner(
         addr: remote,
         reader,
         writer: wr,
+        liveness,
     })
 }
 
@@ -139,74 +174,108 @@ async fn dial_inner(
 pub enum Accepted {
     /// The dialer proved itself: the connection is now a link to this peer.
     Link(String),
-    /// Refused; the `? ` answer has been written and the connection stays a client's.
+    /// Refused; the `? ` answer has been written.
     Refused,
 }
 
-/// Runs the listener's side after `HERD HELLO`. `linked` tells whether a server name is
-/// configured and linked to this one.
-#[allow(clippy::too_many_arguments)]
+/// How the connection that carried the HELLO is protected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP.
+    Plain,
+    /// Mutual TLS; `names_dialer` tells whether the dialer's certificate names the server
+    /// its HELLO claims to be.
+    Tls { names_dialer: bool },
+}
+
+/// What the listener knows about itself and the connection.
+pub struct Listener<'a> {
+    pub me: &'a str,
+    /// Whether the HELLO's dialer is a server linked to this one.
+    pub linked: bool,
+    pub secret: Option<&'a [u8]>,
+    /// Whether `[tls]` is configured (then a plaintext HELLO is refused).
+    pub tls_on: bool,
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    pub attempts: &'a Attempts,
+    pub timeout: Duration,
+}
+
+/// Runs the listener's side after `HERD HELLO`.
 pub async fn accept(
-    me: &str,
+    l: &Listener<'_>,
     hello_line: &Bytes,
     dialer: &str,
     listener: &str,
     nonce_d: &[u8],
-    linked: bool,
-    secret: Option<&[u8]>,
-    remote: SocketAddr,
-    reader: &mut FramedRead<OwnedReadHalf, LineCodec>,
-    writer: &mut OwnedWriteHalf,
-    timeout: Duration,
+    reader: &mut FramedRead<PeerReader, LineCodec>,
+    writer: &mut PeerWriter,
 ) -> Result<Accepted, HandshakeError> {
-    let refuse = |why: &str| {
-        tracing::warn!(peer = %Escaped(dialer.as_bytes()), %remote, why, "peer refused");
+    let source = l.remote.ip();
+    let refused = |why: &str, line: &Bytes| {
+        let count = l.attempts.refused(source);
+        tracing::warn!(peer = %Escaped(dialer.as_bytes()), remote = %l.remote, why, refused_from_source = count, "peer refused");
+        invalid_answer(line)
     };
-    if listener != me || !linked {
-        refuse(if listener != me {
-            "HELLO names another server"
-        } else {
-            "not a server linked to this one"
-        });
-        writer.write_all(&invalid_answer(hello_line)).await?;
+    let why = if !l.attempts.allowed(source) {
+        Some("too many refused handshakes from this address; try later")
+    } else if l.tls_on && l.transport == Transport::Plain {
+        Some("plaintext peer: this herd requires TLS on peer links")
+    } else if listener != l.me {
+        Some("HELLO names another server")
+    } else if !l.linked {
+        Some("not a server linked to this one")
+    } else if l.transport
+        == (Transport::Tls {
+            names_dialer: false,
+        })
+    {
+        Some("its certificate does not name the server it claims to be")
+    } else if l.secret.is_none() && l.transport == Transport::Plain && !l.remote.ip().is_loopback()
+    {
+        Some("no herd secret is set, so only loopback peers are accepted")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        writer.write_all(&refused(why, hello_line)).await?;
+        writer.flush().await?;
         return Ok(Accepted::Refused);
     }
-    let Some(secret) = secret else {
-        if !remote.ip().is_loopback() {
-            refuse("no herd secret is set, so only loopback peers are accepted");
-            writer.write_all(&invalid_answer(hello_line)).await?;
-            return Ok(Accepted::Refused);
-        }
+    let Some(secret) = l.secret else {
         writer.write_all(b"HERD WELCOME\n").await?;
+        writer.flush().await?;
         return Ok(Accepted::Link(dialer.to_owned()));
     };
+    // The dialer proves first: the challenge is a bare nonce.
     let nonce_l = nonce();
+    writer
+        .write_all(format!("HERD CHALLENGE {nonce_l}\n").as_bytes())
+        .await?;
+    writer.flush().await?;
+    let proof = tokio::time::timeout(l.timeout, next_line(reader))
+        .await
+        .map_err(|_| HandshakeError::Timeout)??;
     let t = Transcript {
         dialer,
-        listener: me,
+        listener: l.me,
         nonce_d,
         nonce_l: nonce_l.as_bytes(),
     };
-    writer
-        .write_all(
-            format!(
-                "HERD CHALLENGE {nonce_l} {}\n",
-                t.mac(secret, Role::Listener)
-            )
-            .as_bytes(),
-        )
-        .await?;
-    let proof = tokio::time::timeout(timeout, next_line(reader))
-        .await
-        .map_err(|_| HandshakeError::Timeout)??;
     match parse(&proof) {
         Request::Peer(PeerLine::Proof { mac }) if t.verify(secret, Role::Dialer, &mac) => {
-            writer.write_all(b"HERD WELCOME\n").await?;
+            writer
+                .write_all(format!("HERD WELCOME {}\n", t.mac(secret, Role::Listener)).as_bytes())
+                .await?;
+            writer.flush().await?;
             Ok(Accepted::Link(dialer.to_owned()))
         }
         _ => {
-            refuse("wrong proof of the herd secret");
-            writer.write_all(&invalid_answer(&proof)).await?;
+            writer
+                .write_all(&refused("wrong proof of the herd secret", &proof))
+                .await?;
+            writer.flush().await?;
             Ok(Accepted::Refused)
         }
     }

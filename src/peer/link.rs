@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::handshake::{dial, HandshakeError};
+use super::handshake::{dial, DialOptions, HandshakeError};
 use super::sync::{self, Job, Round};
-use super::{LinkInbox, Session};
+use super::{LinkInbox, Liveness, PeerReader, Session};
 use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::protocol::frame::Frame;
@@ -72,9 +72,12 @@ pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) 
                     &me,
                     &peer,
                     &addr,
-                    node.config().secret.as_deref(),
-                    node.config().limits.max_line_bytes,
-                    Duration::from_millis(cfg.connect_timeout_ms),
+                    DialOptions {
+                        secret: node.config().secret.as_deref(),
+                        tls: node.links().tls(),
+                        max_line: node.config().limits.max_line_bytes,
+                        timeout: Duration::from_millis(cfg.connect_timeout_ms),
+                    },
                 );
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -133,11 +136,24 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
 }
 
-/// When a second connection to the same peer arrives, both ends keep the same one: a newer
-/// connection from the same dialer replaces the old (the peer reconnected), otherwise the one
-/// dialled by the server whose name sorts first wins.
-fn replaces(current_dialer: &str, new: &Session) -> bool {
-    new.dialer == current_dialer || new.dialer.as_str() < current_dialer
+/// When a second connection to the same peer arrives, which one the link keeps.
+///
+/// A healthy link is never replaced: a second connection claiming the same name (in protected
+/// mode anyone on the machine may claim any name) is closed, unless the current one is
+/// proven dead, which is when the peer has sent nothing for two sync intervals (a live peer
+/// asks a sync round every interval). When both servers dial each other at once, both keep the
+/// connection dialled by the server whose name sorts first; that only happens while the
+/// current connection is younger than a connect timeout.
+fn replaces(
+    current_dialer: &str,
+    current: &Liveness,
+    new: &Session,
+    cfg: &crate::config::PeerConfig,
+) -> bool {
+    let dead_after = Duration::from_secs(cfg.sync_interval_secs.saturating_mul(2));
+    let young = Duration::from_millis(cfg.connect_timeout_ms);
+    current.silent_for() > dead_after
+        || (new.dialer.as_str() < current_dialer && current.age() < young)
 }
 
 async fn run_session(
@@ -151,6 +167,7 @@ async fn run_session(
         dialer,
         reader,
         writer,
+        liveness,
         ..
     } = session;
     let (events_tx, mut events) = mpsc::channel(16);
@@ -182,7 +199,7 @@ async fn run_session(
         tokio::select! {
             _ = shutdown.cancelled() => break 'session End::Shutdown,
             Some(next) = inbox.inbound.recv() => {
-                if replaces(&dialer, &next) {
+                if replaces(&dialer, &liveness, &next, &node.config().peers) {
                     break 'session End::Replaced(next);
                 }
                 tracing::info!(peer = %peer, dialer = %next.dialer, "keeping the existing link; closing the new connection");
@@ -300,10 +317,7 @@ async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
 async fn read_peer(
     node: Node,
     peer: String,
-    mut reader: tokio_util::codec::FramedRead<
-        tokio::net::tcp::OwnedReadHalf,
-        crate::protocol::frame::LineCodec,
-    >,
+    mut reader: tokio_util::codec::FramedRead<PeerReader, crate::protocol::frame::LineCodec>,
     events: mpsc::Sender<Event>,
     in_round: Arc<AtomicBool>,
 ) -> String {

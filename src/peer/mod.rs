@@ -10,23 +10,40 @@
 //! A slow or dead link never blocks anyone: [`Links::forward`] only ever `try_send`s, and a
 //! full queue (by count or by bytes) drops the report (counted and logged); the next sync
 //! repairs the gap.
+//!
+//! A session's byte streams are boxed ([`PeerReader`], [`PeerWriter`]) so that a link runs the
+//! same over plain TCP and over [`tls`]; the reader is [`Watched`], which records when the
+//! peer was last heard from (a healthy link is never replaced by a second connection claiming
+//! the same name) and ends the session when the certificates are reloaded.
 
 pub mod auth;
 pub mod handshake;
 pub mod link;
 pub mod sync;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::frame::LineCodec;
+
+/// The reading half of a peer connection, plain or TLS.
+pub type PeerReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a peer connection, plain or TLS.
+pub type PeerWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// An authenticated connection to a peer.
 pub struct Session {
@@ -35,8 +52,83 @@ pub struct Session {
     /// The server that dialled this connection.
     pub dialer: String,
     pub addr: SocketAddr,
-    pub reader: FramedRead<OwnedReadHalf, LineCodec>,
-    pub writer: OwnedWriteHalf,
+    pub reader: FramedRead<PeerReader, LineCodec>,
+    pub writer: PeerWriter,
+    /// When the connection was made and when the peer was last heard from.
+    pub liveness: Arc<Liveness>,
+}
+
+/// When a connection was established and when its peer last sent a byte.
+pub struct Liveness {
+    since: Instant,
+    /// Milliseconds after `since` of the last read that returned bytes.
+    heard_ms: AtomicU64,
+}
+
+impl Liveness {
+    pub fn new() -> Arc<Liveness> {
+        Arc::new(Liveness {
+            since: Instant::now(),
+            heard_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// How long ago the connection was made.
+    pub fn age(&self) -> Duration {
+        self.since.elapsed()
+    }
+
+    /// How long ago the peer last sent anything (or the connection was made).
+    pub fn silent_for(&self) -> Duration {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(heard)
+    }
+
+    fn heard(&self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.heard_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// A reader that records in [`Liveness`] when bytes arrive, and fails once `ended` is
+/// cancelled (the certificates it was authenticated with have been replaced).
+pub struct Watched<R> {
+    inner: R,
+    liveness: Arc<Liveness>,
+    ended: Option<BoxFuture<'static, ()>>,
+}
+
+impl<R> Watched<R> {
+    pub fn new(inner: R, liveness: Arc<Liveness>, ended: Option<CancellationToken>) -> Self {
+        Watched {
+            inner,
+            liveness,
+            ended: ended.map(|t| t.cancelled_owned().boxed()),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(ended) = self.ended.as_mut() {
+            if ended.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the TLS certificates were reloaded",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.liveness.heard();
+        }
+        polled
+    }
 }
 
 struct Handle {
@@ -47,10 +139,13 @@ struct Handle {
     dropped: AtomicU64,
 }
 
-/// The sending ends of every link of this node. Built once at start-up.
+/// The sending ends of every link of this node, its TLS settings and its count of refused
+/// handshakes. Built once at start-up.
 pub struct Links {
     handles: HashMap<String, Handle>,
     max_bytes: usize,
+    tls: Option<Arc<tls::Tls>>,
+    attempts: auth::Attempts,
 }
 
 /// The receiving ends of one link, handed to its actor.
@@ -64,11 +159,13 @@ pub struct LinkInbox {
 }
 
 impl Links {
-    /// Creates a queue of `capacity` reports and at most `max_bytes` bytes per peer.
+    /// Creates a queue of `capacity` reports and at most `max_bytes` bytes per peer; links use
+    /// `tls` when it is set.
     pub fn new<'a>(
         peers: impl IntoIterator<Item = &'a String>,
         capacity: usize,
         max_bytes: usize,
+        tls: Option<Arc<tls::Tls>>,
     ) -> (Links, Vec<LinkInbox>) {
         let mut handles = HashMap::new();
         let mut inboxes = Vec::new();
@@ -92,7 +189,23 @@ impl Links {
                 inbound: inbound_rx,
             });
         }
-        (Links { handles, max_bytes }, inboxes)
+        let links = Links {
+            handles,
+            max_bytes,
+            tls,
+            attempts: auth::Attempts::default(),
+        };
+        (links, inboxes)
+    }
+
+    /// The TLS settings peer links use, if `[tls]` is configured.
+    pub fn tls(&self) -> Option<&Arc<tls::Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// Refused handshakes per source address.
+    pub fn attempts(&self) -> &auth::Attempts {
+        &self.attempts
     }
 
     /// Queues a report's AT line (with its newline) for `peer` without waiting; drops it if the

@@ -52,12 +52,13 @@ pub enum PeerLine {
         listener: String,
         nonce: Bytes,
     },
-    /// `HERD CHALLENGE <nonce> <mac>`: the listener's nonce and its proof of the secret.
-    Challenge { nonce: Bytes, mac: Bytes },
+    /// `HERD CHALLENGE <nonce>`: the listener's nonce (nothing derived from the secret).
+    Challenge { nonce: Bytes },
     /// `HERD PROOF <mac>`: the dialer's proof of the secret.
     Proof { mac: Bytes },
-    /// `HERD WELCOME`: the link is established.
-    Welcome,
+    /// `HERD WELCOME [<mac>]`: the link is established; with a secret, the listener's proof
+    /// follows, sent only after the dialer's proof was checked.
+    Welcome { mac: Option<Bytes> },
     /// `SYNC <Q|W|A> <round> <payload>`: an anti-entropy message of round `round` (decimal);
     /// the payload is base64 (URL-safe, unpadded) and its meaning is `peer::sync`'s.
     Sync {
@@ -149,12 +150,14 @@ fn parse_peer(f: &[Bytes]) -> Option<PeerLine> {
             listener: word(listener)?,
             nonce: token(nonce)?,
         },
-        (b"HERD", [c, nonce, mac]) if &c[..] == b"CHALLENGE" => PeerLine::Challenge {
+        (b"HERD", [c, nonce]) if &c[..] == b"CHALLENGE" => PeerLine::Challenge {
             nonce: token(nonce)?,
-            mac: token(mac)?,
         },
         (b"HERD", [p, mac]) if &p[..] == b"PROOF" => PeerLine::Proof { mac: token(mac)? },
-        (b"HERD", [w]) if &w[..] == b"WELCOME" => PeerLine::Welcome,
+        (b"HERD", [w]) if &w[..] == b"WELCOME" => PeerLine::Welcome { mac: None },
+        (b"HERD", [w, mac]) if &w[..] == b"WELCOME" => PeerLine::Welcome {
+            mac: Some(token(mac)?),
+        },
         (b"SYNC", [k, round, data]) => PeerLine::Sync {
             kind: match &k[..] {
                 b"Q" => SyncKind::Query,
@@ -329,7 +332,10 @@ mod tests {
                 nonce: Bytes::from_static(b"0a1b")
             })
         );
-        assert_eq!(p(b"HERD WELCOME"), Request::Peer(PeerLine::Welcome));
+        assert_eq!(
+            p(b"HERD WELCOME"),
+            Request::Peer(PeerLine::Welcome { mac: None })
+        );
         assert_eq!(
             p(b"SYNC Q 12 AAEC-_"),
             Request::Peer(PeerLine::Sync {

@@ -1,0 +1,242 @@
+//! Flood latency across network namespaces: the default five-server herd, each server on its
+//! own host (network namespace) with TLS on, and open-loop load of 5,000 reports per second
+//! at Bailey. For each report it measures the time from the IAMAT's answer at Bailey (and,
+//! separately, from the moment it was sent) until the report is visible at the farthest
+//! server, Jaquez, two hops away. "Visible at Jaquez" is observed by a TLS peer `Probe`
+//! linked to Jaquez (the bench holds its certificate), to which Jaquez floods each report it
+//! stores, so the figure includes that last hop as well.
+//!
+//! Run as root: `cargo bench --bench netns_flood` (`HERD_BENCH_SECS`, default 5, sets the
+//! length of each run). It runs once without added delay and once with `tc netem` adding
+//! 1 ms to every host's veth (one millisecond per hop); where netem is not available it says
+//! why and skips that run.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/netns.rs"]
+mod netns;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use netns::Net;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+const RATE: u64 = 5_000;
+
+fn main() {
+    if let Some(why) = netns::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let secs: u64 = std::env::var("HERD_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    run("no added delay", secs, false);
+    run("1 ms netem delay per veth", secs, true);
+}
+
+fn run(label: &str, secs: u64, delay: bool) {
+    let mut net = Net::new(
+        "[peers]\nbackoff_max_ms = 500\n[store]\ndurability = \"none\"\n",
+        &[("Probe", &["Jaquez"])],
+    );
+    if delay {
+        for i in 0..6 {
+            let ns = if i == 5 {
+                net.ns_client()
+            } else {
+                net.ns_host(i)
+            };
+            let dev = format!("vh{i}");
+            if let Err(e) = netns::try_cmd(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "tc", "qdisc", "add", "dev", &dev, "root", "netem",
+                    "delay", "1ms",
+                ],
+            ) {
+                println!(
+                    "{label}: SKIPPED: `tc qdisc add dev {dev} root netem delay 1ms` failed: {e}"
+                );
+                return;
+            }
+        }
+    }
+    net.start_all();
+    for (a, b) in common::FIVE_LINKS {
+        common::eventually(Duration::from_secs(30), &format!("link {a}-{b}"), || {
+            net.log(a).contains(&format!("link up peer={b} "))
+                || net.log(b).contains(&format!("link up peer={a} "))
+        });
+    }
+    let certs = net.dir.path().join("certs");
+    let client_ns = net.ns_client();
+    let (bailey, jaquez) = (net.addr("Bailey"), net.addr("Jaquez"));
+    let total = RATE * secs;
+
+    // The probe: a TLS peer of Jaquez that timestamps every report flooded to it.
+    let seen: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let probe = {
+        let (seen, ns) = (seen.clone(), client_ns.clone());
+        std::thread::spawn(move || {
+            netns::enter_ns(&ns);
+            let mut lines = probe_link(&certs, &jaquez);
+            ready_tx.send(()).unwrap();
+            let mut line = String::new();
+            let mut got = 0;
+            while got < total {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let now = Instant::now();
+                let mut f = line.split(' ');
+                if f.next() != Some("AT") {
+                    continue;
+                }
+                let client = f.nth(2).unwrap_or("");
+                if let Some(i) = client.strip_prefix("flood-").and_then(|n| n.parse().ok()) {
+                    seen.lock().unwrap().insert(i, now);
+                    got += 1;
+                }
+            }
+        })
+    };
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the probe links to Jaquez");
+
+    // Open-loop load at Bailey: report i is due at start + i / RATE.
+    let stream = netns::in_ns(&client_ns, move || TcpStream::connect(bailey).unwrap());
+    stream.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let answers = std::thread::spawn(move || {
+        let mut at = Vec::with_capacity(total as usize);
+        let mut line = String::new();
+        for _ in 0..total {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with("AT Bailey "), "{line:?}");
+            at.push(Instant::now());
+        }
+        at
+    });
+    let start = Instant::now();
+    let mut out = stream;
+    let mut buf = Vec::new();
+    let mut i = 0u64;
+    while i < total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / RATE);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        }
+        buf.clear();
+        let mut batch = 0;
+        // Everything due by now goes out in one write.
+        while i < total && start + Duration::from_nanos(i * 1_000_000_000 / RATE) <= Instant::now()
+        {
+            buf.extend_from_slice(
+                format!("IAMAT flood-{i} +10+20 {}\n", common::now_ts()).as_bytes(),
+            );
+            i += 1;
+            batch += 1;
+        }
+        let t = Instant::now();
+        sent.lock().unwrap().extend(std::iter::repeat_n(t, batch));
+        out.write_all(&buf).unwrap();
+    }
+    let answered = answers.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < total as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = start.elapsed();
+    let seen = seen.lock().unwrap().clone();
+    drop(probe);
+    let sent = sent.lock().unwrap().clone();
+    let mut from_answer = Histogram::<u64>::new(3).unwrap();
+    let mut from_send = Histogram::<u64>::new(3).unwrap();
+    let mut before_answer = 0;
+    for i in 0..total {
+        let Some(&visible) = seen.get(&i) else {
+            continue;
+        };
+        let us = |d: Duration| d.as_micros() as u64;
+        from_send.record(us(visible - sent[i as usize])).unwrap();
+        match visible.checked_duration_since(answered[i as usize]) {
+            Some(d) => from_answer.record(us(d)).unwrap(),
+            None => {
+                before_answer += 1;
+                from_answer.record(0).unwrap();
+            }
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{label}: {} reports at {RATE}/s over {:.1} s, {} seen at the farthest host",
+        total,
+        elapsed.as_secs_f64(),
+        seen.len()
+    );
+    println!(
+        "  answer at Bailey -> visible past Jaquez: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} arrived before their answer, counted as 0)",
+        ms(&from_answer, 0.5),
+        ms(&from_answer, 0.99),
+        from_answer.max() as f64 / 1000.0,
+        before_answer
+    );
+    println!(
+        "  sent to Bailey   -> visible past Jaquez: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        ms(&from_send, 0.5),
+        ms(&from_send, 0.99),
+        from_send.max() as f64 / 1000.0
+    );
+}
+
+/// Links to Jaquez as the peer Probe over TLS and returns the link's reader after WELCOME.
+fn probe_link(
+    certs: &std::path::Path,
+    jaquez: &str,
+) -> BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(certs.join("Probe.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("Probe.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("Jaquez").unwrap())
+            .unwrap();
+    let tcp = TcpStream::connect(jaquez).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"HERD HELLO Probe Jaquez 00112233445566778899aabbccddeeff\n")
+        .unwrap();
+    tls.flush().unwrap();
+    let mut r = BufReader::new(tls);
+    let mut welcome = String::new();
+    r.read_line(&mut welcome).unwrap();
+    assert_eq!(welcome, "HERD WELCOME\n", "Jaquez let the probe in");
+    r
+}

@@ -1,0 +1,443 @@
+//! Mutual TLS on peer links: loading a node's certificates, the listener's side of a TLS
+//! connection, reloading on SIGHUP, and `herd certs` for development herds.
+//!
+//! **How a connection becomes TLS.** Clients and peers share one port. A peer dials and starts
+//! TLS at once; the listener tells the two apart by the first byte: a TLS record starts with
+//! `0x16` (a handshake record), which no client line does. Inside TLS the peer handshake of
+//! [`auth`](super::auth) runs as usual, starting with `HERD HELLO`.
+//!
+//! **What is checked.** Each node presents `dir/NAME.pem` with `dir/NAME.key` and accepts only
+//! a peer whose certificate chains to `dir/ca.pem` (and is within its validity period). The
+//! dialer checks that the listener's certificate names the server it dialled; the listener
+//! checks that the dialer's certificate names the server its HELLO claims to be, so a
+//! certificate of Bona cannot pose as Clark. A plaintext `HERD HELLO` is refused and logged.
+//! With TLS on, the herd secret is optional; if set, it is proven inside TLS as well.
+//!
+//! **Rotation.** On SIGHUP the files are read again. If they are good, new links use them
+//! and every link made under the old ones is closed and made again (the link actors redial);
+//! if not, the error is logged and the old certificates stay in use.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::handshake::{self, next_line, peer_line_limit, Accepted, Listener, Transport};
+use super::{Liveness, PeerReader, PeerWriter, Session, Watched};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::logging::Escaped;
+use crate::node::Node;
+use crate::protocol::frame::LineCodec;
+use crate::protocol::request::{invalid_answer, parse, PeerLine, Request};
+
+/// The first byte of a TLS handshake record.
+pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
+
+/// A node's TLS settings, replaceable at run time.
+pub struct Tls {
+    dir: PathBuf,
+    me: String,
+    current: RwLock<Loaded>,
+}
+
+struct Loaded {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    /// Cancelled when these certificates are replaced: every session made with them ends.
+    generation: CancellationToken,
+}
+
+/// `name` as the name a certificate must carry.
+pub fn server_name(name: &str) -> std::result::Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|_| format!("server name {name:?} cannot be named by a certificate"))
+}
+
+impl Tls {
+    /// Reads `dir`'s `ca.pem`, `NAME.pem` and `NAME.key` for server `me`. A missing or bad file
+    /// is a config error naming it; a key readable by others is a warning.
+    pub fn load(config: &Config, me: &str) -> Result<Option<Arc<Tls>>> {
+        let Some(dir) = &config.tls_dir else {
+            return Ok(None);
+        };
+        for name in config.servers.keys() {
+            server_name(name).map_err(|why| {
+                Error::config(&config.source, format!("servers.{name}: with [tls], {why}"))
+            })?;
+        }
+        let loaded = read(dir, me)?;
+        Ok(Some(Arc::new(Tls {
+            dir: dir.clone(),
+            me: me.to_owned(),
+            current: RwLock::new(loaded),
+        })))
+    }
+
+    /// Reads the files again; on success new links use them and old ones are closed.
+    pub fn reload(&self) -> Result<()> {
+        let loaded = read(&self.dir, &self.me)?;
+        let old = std::mem::replace(&mut *self.current.write().expect("not poisoned"), loaded);
+        old.generation.cancel();
+        Ok(())
+    }
+
+    /// The acceptor for inbound links, and the token that ends sessions made with it.
+    pub fn acceptor(&self) -> (TlsAcceptor, CancellationToken) {
+        let c = self.current.read().expect("not poisoned");
+        (c.acceptor.clone(), c.generation.clone())
+    }
+
+    /// The connector for outbound links, and the token that ends sessions made with it.
+    pub fn connector(&self) -> (TlsConnector, CancellationToken) {
+        let c = self.current.read().expect("not poisoned");
+        (c.connector.clone(), c.generation.clone())
+    }
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::config(&path.display().to_string(), message.to_string())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "holds no certificate"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), mode = format_args!("{mode:o}"), "TLS key is readable by other users; chmod 600 it");
+        }
+    }
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| file_error(path, format!("not a PEM private key: {e}")))
+}
+
+fn read(dir: &Path, me: &str) -> Result<Loaded> {
+    let ca_path = dir.join("ca.pem");
+    let cert_path = dir.join(format!("{me}.pem"));
+    let key_path = dir.join(format!("{me}.key"));
+    let ca = read_certs(&ca_path)?;
+    let chain = read_certs(&cert_path)?;
+    let key = read_key(&key_path)?;
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(&ca_path, format!("not a usable CA certificate: {e}")))?;
+    }
+    let roots = Arc::new(roots);
+    let leaf = chain.first().expect("checked non-empty");
+    if !names(leaf, me) {
+        tracing::warn!(file = %cert_path.display(), server = me, "this certificate does not name this server; peers will refuse it");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| file_error(&ca_path, e))?;
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| file_error(dir, e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| {
+            file_error(
+                &key_path,
+                format!("does not fit {}: {e}", cert_path.display()),
+            )
+        })?;
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| file_error(dir, e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            file_error(
+                &key_path,
+                format!("does not fit {}: {e}", cert_path.display()),
+            )
+        })?;
+    Ok(Loaded {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        connector: TlsConnector::from(Arc::new(client)),
+        generation: CancellationToken::new(),
+    })
+}
+
+/// Whether `cert` names server `name` (a DNS-name subject alternative name).
+pub fn names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(name) = server_name(name) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
+/// Reloads the certificates on every SIGHUP until `stop`.
+pub async fn reload_on_sighup(tls: Arc<Tls>, stop: CancellationToken) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hup.recv() => match tls.reload() {
+                Ok(()) => tracing::info!(dir = %tls.dir.display(), "TLS certificates reloaded; re-establishing peer links"),
+                Err(e) => tracing::error!(error = %e, "cannot reload the TLS certificates; keeping the old ones"),
+            },
+        }
+    }
+}
+
+/// Serves a connection whose first byte is a TLS record: the listener's side of a TLS peer
+/// link. Anything refused is logged and the connection closed.
+pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, tls: Arc<Tls>) {
+    let _ = stream.set_nodelay(true);
+    let timeout = std::time::Duration::from_millis(node.config().peers.connect_timeout_ms);
+    let attempts = node.links().attempts();
+    if !attempts.allowed(remote.ip()) {
+        tracing::warn!(%remote, "peer refused: too many refused handshakes from this address");
+        return;
+    }
+    let (acceptor, reloaded) = tls.acceptor();
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // The dialer gave up (say, it took the link we dialled instead): not a refusal.
+            tracing::debug!(%remote, "peer closed the connection during the TLS handshake");
+            return;
+        }
+        Ok(Err(e)) => {
+            attempts.refused(remote.ip());
+            tracing::warn!(%remote, error = %e, "peer refused: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "peer refused: TLS handshake timed out");
+            return;
+        }
+    };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned();
+    let (rd, wr) = tokio::io::split(stream);
+    let liveness = Liveness::new();
+    let rd: PeerReader = Box::new(Watched::new(rd, liveness.clone(), Some(reloaded)));
+    let mut writer: PeerWriter = Box::new(wr);
+    let limit = peer_line_limit(node.config().limits.max_line_bytes);
+    let mut reader = FramedRead::new(rd, LineCodec::new(limit));
+    let hello = match tokio::time::timeout(timeout, next_line(&mut reader)).await {
+        Ok(Ok(line)) => line,
+        Ok(Err(e)) => {
+            tracing::warn!(%remote, error = %e, "peer handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "peer handshake timed out");
+            return;
+        }
+    };
+    let Request::Peer(PeerLine::Hello {
+        dialer,
+        listener,
+        nonce,
+    }) = parse(&hello)
+    else {
+        attempts.refused(remote.ip());
+        tracing::warn!(%remote, line = %Escaped(&hello[..hello.len().min(256)]), "peer refused: a TLS connection must open with HERD HELLO");
+        let _ = writer.write_all(&invalid_answer(&hello)).await;
+        let _ = writer.shutdown().await;
+        return;
+    };
+    let names_dialer = cert.as_ref().is_some_and(|c| names(c, &dialer));
+    let l = Listener {
+        me: node.name(),
+        linked: node.is_linked(&dialer),
+        secret: node.config().secret.as_deref(),
+        tls_on: true,
+        transport: Transport::Tls { names_dialer },
+        remote,
+        attempts,
+        timeout,
+    };
+    match handshake::accept(
+        &l,
+        &hello,
+        &dialer,
+        &listener,
+        &nonce,
+        &mut reader,
+        &mut writer,
+    )
+    .await
+    {
+        Ok(Accepted::Link(peer)) => {
+            node.links()
+                .hand_over(Session {
+                    peer,
+                    dialer,
+                    addr: remote,
+                    reader,
+                    writer,
+                    liveness,
+                })
+                .await;
+        }
+        Ok(Accepted::Refused) => {
+            let _ = writer.shutdown().await;
+        }
+        Err(e) => {
+            tracing::warn!(peer = %Escaped(dialer.as_bytes()), %remote, error = %e, "peer handshake failed");
+        }
+    }
+}
+
+/// `herd certs`: a development CA and one certificate per named server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CertsArgs {
+    /// Where to write ca.pem, ca.key, NAME.pem and NAME.key.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The herd's config, for the hosts of the servers' addresses (default: data/herd.toml
+    /// if it exists, else the built-in herd). A NAME it does not list is named by itself only.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Replace an existing CA (every certificate signed by the old one stops being accepted).
+    #[arg(long)]
+    pub force: bool,
+    /// The servers to issue certificates for.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// Writes the CA and the certificates; returns the files written. A name the config does not
+/// list gets a certificate naming only itself.
+pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
+    let config = Config::load(args.config.as_deref())?;
+    let ca_pem = args.out.join("ca.pem");
+    let ca_key = args.out.join("ca.key");
+    for existing in [&ca_pem, &ca_key] {
+        if existing.exists() && !args.force {
+            return Err(file_error(
+                existing,
+                "a CA is already there; pass --force to replace it (certificates it signed will no longer be accepted)",
+            ));
+        }
+    }
+    let mut sans = Vec::new();
+    for name in &args.names {
+        server_name(name).map_err(|why| Error::config("herd certs", why))?;
+        let mut names = vec![name.clone()];
+        match config.servers.get(name) {
+            Some(addr) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                    .unwrap_or(addr);
+                if host != name.as_str() {
+                    names.push(host.to_owned());
+                }
+            }
+            None => eprintln!(
+                "herd certs: {name} is not a server of {}; its certificate names only {name}",
+                config.source
+            ),
+        }
+        sans.push((name, names));
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| Error::io(format!("create {}", args.out.display()), e))?;
+    let gen_err = |e: rcgen::Error| Error::io("generate a certificate", std::io::Error::other(e));
+    let ca_keys = rcgen::KeyPair::generate().map_err(gen_err)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "herd development CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let (not_before, not_after) = validity();
+    ca_params.not_before = not_before;
+    ca_params.not_after = not_after;
+    let ca = ca_params.self_signed(&ca_keys).map_err(gen_err)?;
+    let mut written = Vec::new();
+    for (name, names) in sans {
+        let keys = rcgen::KeyPair::generate().map_err(gen_err)?;
+        let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(&keys, &ca, &ca_keys).map_err(gen_err)?;
+        let pem = args.out.join(format!("{name}.pem"));
+        let key = args.out.join(format!("{name}.key"));
+        write_file(&pem, cert.pem().as_bytes(), 0o644)?;
+        write_file(&key, keys.serialize_pem().as_bytes(), 0o600)?;
+        written.extend([pem, key]);
+    }
+    write_file(&ca_key, ca_keys.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&ca_pem, ca.pem().as_bytes(), 0o644)?;
+    written.extend([ca_pem, ca_key]);
+    Ok(written)
+}
+
+/// Valid from a day ago (clocks differ) for ten years.
+fn validity() -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (
+        now - time::Duration::days(1),
+        now + time::Duration::days(3650),
+    )
+}
+
+/// Writes `bytes` to `path` with `mode`, replacing it; the mode is set before any byte is
+/// written, so a key is never readable by others, not even for a moment.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
