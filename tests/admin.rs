@@ -399,7 +399,10 @@ fn without_a_secret_the_admin_endpoint_must_be_loopback() {
     assert!(err.contains("--admin") && err.contains("loopback"), "{err}");
 
     // With a secret it may listen on every address.
-    herd.env.push(("HERD_SECRET".into(), "s3cret".into()));
+    herd.env.push((
+        "HERD_SECRET".into(),
+        "9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c".into(),
+    ));
     let mut cmd = herd.command("Clark");
     cmd.arg("--admin").arg(format!("0.0.0.0:{port}"));
     let node = spawn(cmd);
