@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod fsync;
 pub mod herd;
 pub mod inspect;
 pub mod logging;

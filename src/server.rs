@@ -68,7 +68,10 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let tasks = TaskTracker::new();
     match config.store.durability {
         Durability::Flush => {
-            tasks.spawn(store.clone().run_committer(stop.clone()));
+            tasks.spawn(store.clone().run_committer(true, stop.clone()));
+        }
+        Durability::Os => {
+            tasks.spawn(store.clone().run_committer(false, stop.clone()));
         }
         Durability::None => {
             let every = Duration::from_millis(config.store.flush_every_ms.max(1));

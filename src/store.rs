@@ -268,8 +268,10 @@ impl Store {
     }
 
     /// The group committer: flushes whenever someone waits, covering every write made before
-    /// the flush began. Runs until the store's last handle is dropped or `stop` fires.
-    pub async fn run_committer(self, stop: tokio_util::sync::CancellationToken) {
+    /// the flush began. Runs until the store's last handle is dropped or `stop` fires. With
+    /// `power_safe`, each flush is followed by [`sync_store_files`](crate::fsync::sync_store_files)
+    /// (`durability = "flush"`); without, sled's flush alone answers (`"os"`).
+    pub async fn run_committer(self, power_safe: bool, stop: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.inner.wanted.notified() => {}
@@ -280,8 +282,15 @@ impl Store {
                 continue;
             }
             let store = self.clone();
-            match tokio::task::spawn_blocking(move || store.inner.db.flush()).await {
-                Ok(Ok(_)) => {
+            let flushed = tokio::task::spawn_blocking(move || {
+                store.inner.db.flush().map_err(|e| e.to_string())?;
+                if power_safe {
+                    crate::fsync::sync_store_files(&store.inner.path).map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            });
+            match flushed.await {
+                Ok(Ok(())) => {
                     self.inner.flushed.send_replace(target);
                 }
                 Ok(Err(e)) => {
@@ -314,9 +323,15 @@ impl Store {
         }
     }
 
-    /// Flushes everything now (shutdown).
+    /// Flushes everything now and syncs the store's files (shutdown).
     pub fn flush(&self) -> Result<()> {
         self.inner.db.flush().map_err(|e| self.sled_error(e))?;
+        crate::fsync::sync_store_files(&self.inner.path).map_err(|e| {
+            Error::io(
+                format!("sync store files in {}", self.inner.path.display()),
+                e,
+            )
+        })?;
         Ok(())
     }
 
@@ -659,7 +674,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8).unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(store.clone().run_committer(stop.clone()));
+        tokio::spawn(store.clone().run_committer(true, stop.clone()));
         let old = report("AT A +0.100000000 kiwi +1+2 100");
         let new = report("AT B +0.100000000 kiwi +1+2 200");
         let Merged::Stored(c) = store.merge(&new, None).unwrap() else {
