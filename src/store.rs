@@ -250,6 +250,12 @@ impl Store {
         Ok(Merged::Stored(Commit(ticket)))
     }
 
+    /// A ticket covering every write made so far. A report that lost against a stored one
+    /// awaits it before being answered: the record it lost against may not be durable yet.
+    pub fn pending(&self) -> Commit {
+        Commit(self.inner.written.load(Ordering::SeqCst))
+    }
+
     /// Waits until `commit` is on disk. Concurrent callers share flushes.
     pub async fn durable(&self, commit: Commit) -> Result<()> {
         let mut flushed = self.inner.flushed.subscribe();

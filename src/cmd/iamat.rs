@@ -16,12 +16,14 @@ pub fn execute(node: &Node, request: IAmAt) -> Answer {
     let mut answer = report.at_line();
     answer.push(b'\n');
     match node.accept(report, None) {
-        // An older or duplicate report is answered but changes nothing.
-        Ok(Merged::Stale) => Answer::Ready(answer),
-        Ok(Merged::Stored(_)) if node.config().store.durability == Durability::None => {
-            Answer::Ready(answer)
-        }
-        Ok(Merged::Stored(commit)) => {
+        Ok(_) if node.config().store.durability == Durability::None => Answer::Ready(answer),
+        Ok(merged) => {
+            // An older or duplicate report changes nothing, but is answered only once the
+            // record it lost against is durable: that record may still be in memory only.
+            let commit = match merged {
+                Merged::Stored(commit) => commit,
+                Merged::Stale => node.store().pending(),
+            };
             let store = node.store();
             Answer::Later(
                 async move {
