@@ -275,9 +275,11 @@ impl Store {
 
     /// The group committer: flushes whenever someone waits, covering every write made before
     /// the flush began. Runs until the store's last handle is dropped or `stop` fires. With
-    /// `power_safe`, each flush is followed by [`sync_store_files`](crate::fsync::sync_store_files)
-    /// (`durability = "flush"`); without, sled's flush alone answers (`"os"`).
+    /// `power_safe`, each flush is followed by syncing the store's files
+    /// ([`StoreFiles::sync`](crate::fsync::StoreFiles::sync), `durability = "flush"`);
+    /// without, sled's flush alone answers (`"os"`).
     pub async fn run_committer(self, power_safe: bool, stop: tokio_util::sync::CancellationToken) {
+        let files = Arc::new(Mutex::new(crate::fsync::StoreFiles::new(&self.inner.path)));
         loop {
             tokio::select! {
                 _ = self.inner.wanted.notified() => {}
@@ -288,10 +290,12 @@ impl Store {
                 continue;
             }
             let store = self.clone();
+            let files = Arc::clone(&files);
             let flushed = tokio::task::spawn_blocking(move || {
                 store.inner.db.flush().map_err(|e| e.to_string())?;
                 if power_safe {
-                    crate::fsync::sync_store_files(&store.inner.path).map_err(|e| e.to_string())?;
+                    let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
+                    files.sync().map_err(|e| e.to_string())?;
                 }
                 Ok::<(), String>(())
             });

@@ -101,13 +101,13 @@ fn check(herd: &Herd, ledger: &Ledger) -> Vec<String> {
         let ts_text = row["timestamp"].as_str().unwrap();
         let location = row["location"].as_str().unwrap().to_owned();
         let Ok(ts) = ts_text.parse::<u64>() else {
-            wrong.push(format!("phantom: {client} has timestamp {ts_text:?}, never sent"));
+            wrong.push(format!(
+                "phantom: {client} has timestamp {ts_text:?}, never sent"
+            ));
             continue;
         };
         if ledger.sent.get(&client).and_then(|s| s.get(&ts)) != Some(&location) {
-            wrong.push(format!(
-                "phantom: {client} {location} {ts} was never sent"
-            ));
+            wrong.push(format!("phantom: {client} {location} {ts} was never sent"));
         }
         stored.insert(client, (ts, location));
     }
@@ -178,7 +178,10 @@ fn power_cuts(test: &str, durability: &str) {
             let target = rng.gen_range(1..200);
             let deadline = Instant::now() + Duration::from_secs(20);
             while answered.load(Ordering::SeqCst) < target {
-                assert!(Instant::now() < deadline, "run {run}: no progress under load");
+                assert!(
+                    Instant::now() < deadline,
+                    "run {run}: no progress under load"
+                );
                 std::thread::sleep(Duration::from_micros(200));
             }
             format!("after answer {target}")
@@ -194,7 +197,10 @@ fn power_cuts(test: &str, durability: &str) {
         }
         let tear = rng.gen_bool(0.5).then(|| rng.gen_range(0..600));
         let cut = mount.power_cut(tear);
-        assert!(cut.errors.is_empty(), "run {run}: power cut failed: {cut:?}");
+        assert!(
+            cut.errors.is_empty(),
+            "run {run}: power cut failed: {cut:?}"
+        );
 
         // The node restarts on what survived; its store must open where it is.
         herd.start(NODE);
