@@ -56,7 +56,7 @@ fn load(
     let mut k = 0usize;
     while !stop.load(Ordering::SeqCst) {
         k += 1;
-        let client = if k % 4 == 0 {
+        let client = if k.is_multiple_of(4) {
             format!("power-shared-{}", k % 2)
         } else {
             format!("power-{thread}-{}", k % 6)
@@ -142,7 +142,7 @@ fn power_cuts(test: &str, durability: &str) {
     eprintln!("{test}: seed {seed} (set HERD_POWER_SEED to replay), {runs} runs");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let mut herd = Herd::new(
+    let herd = Herd::new(
         &[NODE],
         &[],
         &format!("[store]\ndurability = \"{durability}\"\n"),
@@ -151,6 +151,11 @@ fn power_cuts(test: &str, durability: &str) {
     std::fs::create_dir_all(&backing).unwrap();
     std::fs::create_dir_all(herd.state_dir(NODE)).unwrap();
     let mount = powerfs::Mount::new(&backing, &herd.state_dir(NODE)).unwrap();
+    let mut rig = Rig {
+        herd,
+        mount: Some(mount),
+    };
+    let (herd, mount) = (&mut rig.herd, rig.mount.as_ref().unwrap());
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stamps = Arc::new(AtomicU64::new(1_700_000_000));
@@ -212,7 +217,7 @@ fn power_cuts(test: &str, durability: &str) {
         herd.kill(NODE);
 
         let l = ledger.lock().unwrap();
-        let wrong = check(&herd, &l);
+        let wrong = check(herd, &l);
         acked_total = l.acked.len();
         assert!(
             wrong.is_empty(),
@@ -231,7 +236,21 @@ fn power_cuts(test: &str, durability: &str) {
         );
     }
     assert!(acked_total > 0, "no report was ever answered");
-    mount.unmount().unwrap();
+    rig.mount.take().unwrap().unmount().unwrap();
+}
+
+/// The node and the mount under it. On a failed assertion the node is killed before the
+/// file system is unmounted, so no mount is left behind busy.
+struct Rig {
+    herd: Herd,
+    mount: Option<powerfs::Mount>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.herd.kill(NODE);
+        self.mount.take();
+    }
 }
 
 #[test]

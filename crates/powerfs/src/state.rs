@@ -391,7 +391,7 @@ impl State {
         }
     }
 
-    fn to_trash(&mut self, path: &Path, ino: u64) -> io::Result<OsString> {
+    fn move_to_trash(&mut self, path: &Path, ino: u64) -> io::Result<OsString> {
         let name = OsString::from(format!("{}", self.next_trash));
         self.next_trash += 1;
         std::fs::rename(path, self.trash.join(&name))?;
@@ -418,7 +418,7 @@ impl State {
             _ => {}
         }
         let ino = self.ino_of(&md);
-        let trash = self.to_trash(&path, ino)?;
+        let trash = self.move_to_trash(&path, ino)?;
         self.journal.push(MetaOp::Removed {
             ino,
             at: Loc {
@@ -457,7 +457,7 @@ impl State {
                     _ => {}
                 }
                 let target_ino = self.ino_of(&target);
-                Some((target_ino, self.to_trash(&to, target_ino)?))
+                Some((target_ino, self.move_to_trash(&to, target_ino)?))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
