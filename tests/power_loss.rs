@@ -23,6 +23,13 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Says why a test did not run, straight to stderr: the test harness hides what a passing test
+/// prints with `eprintln!`, and a skip must show in every log.
+fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+}
+
 const NODE: &str = "Solo";
 const LOADERS: usize = 4;
 
@@ -128,7 +135,7 @@ fn check(herd: &Herd, ledger: &Ledger) -> Vec<String> {
 /// Runs `runs` crash-and-cut rounds against one node with the given durability.
 fn power_cuts(test: &str, durability: &str) {
     if let Some(why) = powerfs::unavailable() {
-        eprintln!("SKIPPED: {test}: {why}");
+        skipped(test, &why);
         return;
     }
     let runs: usize = std::env::var("HERD_POWER_RUNS")

@@ -11,6 +11,13 @@ use std::process::{Command, Stdio};
 
 use powerfs::Mount;
 
+/// Says why a test did not run, straight to stderr: the test harness hides what a passing test
+/// prints with `eprintln!`, and a skip must show in every log.
+fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+}
+
 struct Fixture {
     mount: Mount,
     mnt: PathBuf,
@@ -19,7 +26,7 @@ struct Fixture {
 
 fn mounted(test: &str) -> Option<Fixture> {
     if let Some(why) = powerfs::unavailable() {
-        eprintln!("SKIPPED: {test}: {why}");
+        skipped(test, &why);
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +205,7 @@ fn sync_all_keeps_everything_and_a_torn_write_keeps_a_prefix() {
 #[test]
 fn the_binary_takes_commands_on_its_control_socket() {
     if let Some(why) = powerfs::unavailable() {
-        eprintln!("SKIPPED: the_binary_takes_commands_on_its_control_socket: {why}");
+        skipped("the_binary_takes_commands_on_its_control_socket", &why);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
