@@ -107,6 +107,11 @@ pub struct BenchArgs {
     /// Print the report as one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Open a new connection for every request, as the classic herd clients do (connect, send
+    /// one line, read the answer, close); the time of each includes its connect.
+    #[arg(long, conflicts_with = "pipeline")]
+    pub connect_each: bool,
 }
 
 /// What a run sends.
@@ -119,6 +124,9 @@ pub enum Mode {
     Whatsat,
     /// IAMAT and WHATSAT alternating on every connection.
     Mixed,
+    /// `GEOADD` in Redis's protocol (RESP), one member per request: the same load against a
+    /// `redis-server`, as a baseline measured with this very generator.
+    Geoadd,
 }
 
 impl fmt::Display for Mode {
@@ -127,6 +135,7 @@ impl fmt::Display for Mode {
             Mode::Iamat => "iamat",
             Mode::Whatsat => "whatsat",
             Mode::Mixed => "mixed",
+            Mode::Geoadd => "geoadd",
         })
     }
 }
@@ -249,7 +258,7 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
     let mut connecting = JoinSet::new();
     for conn in 0..plan.connections {
         let addr = plan.addrs[conn % plan.addrs.len()];
-        let seed = plan.mode != Mode::Iamat;
+        let seed = matches!(plan.mode, Mode::Whatsat | Mode::Mixed);
         let timeout = plan.timeout;
         connecting.spawn(async move { Worker::connect(conn, addr, seed, timeout).await });
     }
@@ -291,6 +300,7 @@ struct Plan {
     bound: String,
     clients: u64,
     timeout: Duration,
+    connect_each: bool,
 }
 
 impl Plan {
@@ -351,6 +361,7 @@ impl Plan {
             bound: args.bound.clone(),
             clients: args.clients,
             timeout: args.timeout,
+            connect_each: args.connect_each,
         })
     }
 }
@@ -385,6 +396,7 @@ struct Clock {
 enum Kind {
     Iamat,
     Whatsat,
+    Geoadd,
 }
 
 /// A request written and not yet answered.
@@ -451,6 +463,21 @@ impl Worker {
         Ok(worker)
     }
 
+    /// Closes this connection and opens another (for `--connect-each`).
+    async fn reconnect(&mut self, timeout: Duration) -> Result<()> {
+        let _ = self.writer.shutdown().await;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            .and_then(|r| r)
+            .map_err(|e| self.error(e))?;
+        stream.set_nodelay(true).map_err(|e| self.error(e))?;
+        let (read, writer) = stream.into_split();
+        self.reader = BufReader::with_capacity(64 * 1024, read);
+        self.writer = writer;
+        Ok(())
+    }
+
     /// Reports this connection's WHATSAT client once, so the node has a location to ask about.
     async fn seed(&mut self, timeout: Duration) -> Result<()> {
         self.out.clear();
@@ -481,6 +508,9 @@ impl Worker {
         let mut tally = Tally::new();
         self.window.reserve(plan.pipeline);
         loop {
+            if plan.connect_each && self.sent > 0 {
+                self.reconnect(plan.timeout).await?;
+            }
             // Top up the window, formatting the whole batch into one buffer for one write.
             let now = Instant::now();
             let before = self.window.len();
@@ -548,9 +578,21 @@ impl Worker {
             Mode::Whatsat => Kind::Whatsat,
             Mode::Mixed if n.is_multiple_of(2) => Kind::Iamat,
             Mode::Mixed => Kind::Whatsat,
+            Mode::Geoadd => Kind::Geoadd,
         };
         match kind {
             Kind::Iamat => self.write_iamat(n % plan.clients),
+            Kind::Geoadd => {
+                let member = format!("bench-{}-{}", self.conn, n % plan.clients);
+                let (lat, lng) = self
+                    .location
+                    .split_at(self.location[1..].find(['+', '-']).map_or(0, |i| i + 1));
+                let args = ["GEOADD", "herd", lng, lat, member.as_str()];
+                let _ = write!(self.out, "*{}\r\n", args.len());
+                for a in args {
+                    let _ = write!(self.out, "${}\r\n{a}\r\n", a.len());
+                }
+            }
             Kind::Whatsat => {
                 // Writing into a Vec cannot fail.
                 let _ = writeln!(
@@ -586,6 +628,14 @@ async fn read_answer(
     kind: Kind,
 ) -> io::Result<Answer> {
     read_line(reader, line).await?;
+    if kind == Kind::Geoadd {
+        // An integer reply (members added) is success; anything else is Redis refusing.
+        return Ok(if line.starts_with(b":") {
+            Answer::Ok
+        } else {
+            Answer::Refused
+        });
+    }
     if line.starts_with(b"? ") {
         return Ok(Answer::Refused);
     }
@@ -681,7 +731,7 @@ impl Tally {
             self.latency.saturating_record(micros);
         }
         match kind {
-            Kind::Iamat => self.iamat += 1,
+            Kind::Iamat | Kind::Geoadd => self.iamat += 1,
             Kind::Whatsat => self.whatsat += 1,
         }
         self.last_answer = Some(self.last_answer.map_or(at, |last| last.max(at)));

@@ -38,6 +38,8 @@ struct File {
     limits: Limits,
     #[serde(default)]
     peers: PeerConfig,
+    #[serde(default)]
+    log: LogConfig,
 }
 
 /// How hard the store works to keep an acknowledged report.
@@ -95,6 +97,16 @@ pub struct Limits {
     /// The most requests of one connection being answered at once (pipelining depth); past it
     /// the node stops reading from that connection until answers are written.
     pub max_in_flight: usize,
+    /// An answer that cannot be written within this long (the client is not reading) closes
+    /// the connection and frees its slot.
+    pub write_timeout_secs: u64,
+    /// How far ahead of this server's clock a report's timestamp may be, in seconds. Beyond
+    /// it an IAMAT is answered `? ` and a peer's AT line is dropped: under newest-wins such a
+    /// report would pin its client's location until that time.
+    pub max_future_secs: u64,
+    /// The most client connections open at once from one source address; the excess from
+    /// that address is refused at once, so one address cannot take every slot.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for Limits {
@@ -105,6 +117,9 @@ impl Default for Limits {
             idle_timeout_secs: 300,
             line_timeout_secs: 30,
             max_in_flight: 64,
+            write_timeout_secs: 30,
+            max_future_secs: 3600,
+            max_connections_per_source: 4096,
         }
     }
 }
@@ -116,6 +131,9 @@ impl Limits {
     pub fn line_timeout(&self) -> Duration {
         Duration::from_secs(self.line_timeout_secs)
     }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs.max(1))
+    }
 }
 
 /// `[peers]`: links between servers.
@@ -124,12 +142,19 @@ impl Limits {
 pub struct PeerConfig {
     /// Reports queued for one link before the newest are dropped (anti-entropy repairs drops).
     pub queue: usize,
+    /// Bytes of reports queued for one link, at most, whatever their number.
+    pub queue_bytes: usize,
+    /// A link whose peer does not take a write within this long is dropped and re-dialled.
+    pub write_timeout_ms: u64,
     /// The first reconnect delay, doubled after each failure up to `backoff_max_ms`.
     pub backoff_min_ms: u64,
     /// The longest reconnect delay.
     pub backoff_max_ms: u64,
     /// How often linked servers reconcile their stores while connected.
     pub sync_interval_secs: u64,
+    /// A reconciliation round the peer has not finished answering within this long drops the
+    /// link (a peer that stalls a round costs nothing more).
+    pub sync_timeout_secs: u64,
     /// How long a dial or a handshake may take.
     pub connect_timeout_ms: u64,
 }
@@ -138,10 +163,36 @@ impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
             queue: 65_536,
+            queue_bytes: 16 * 1024 * 1024,
+            write_timeout_ms: 10_000,
             backoff_min_ms: 50,
             backoff_max_ms: 2_000,
             sync_interval_secs: 30,
+            sync_timeout_secs: 120,
             connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// `[log]`: the node's log file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The log file's size past which it is rotated: `NAME.log` becomes `NAME.log.1`, and so on.
+    pub max_bytes: u64,
+    /// Rotated files kept (`NAME.log.1` .. `NAME.log.KEEP`); older ones are deleted.
+    pub keep: u32,
+    /// The most bytes of a client's or peer's line shown (escaped) in one log line; a longer
+    /// line is shown as its start and its length.
+    pub line_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_bytes: 64 * 1024 * 1024,
+            keep: 4,
+            line_bytes: 1024,
         }
     }
 }
@@ -161,6 +212,10 @@ pub struct Config {
     pub store: StoreConfig,
     pub limits: Limits,
     pub peers: PeerConfig,
+    pub log: LogConfig,
+    /// The secret file and its permission bits, if its group or other users may read it
+    /// (warned about at start-up, once logging runs).
+    pub loose_secret_file: Option<(PathBuf, u32)>,
 }
 
 impl Config {
@@ -232,6 +287,7 @@ impl Config {
             links.get_mut(a).expect("known").insert(b.clone());
             links.get_mut(b).expect("known").insert(a.clone());
         }
+        let mut loose_secret_file = None;
         let secret = match (&file.secret_file, secret_env) {
             (_, Some(s)) if !s.is_empty() => Some(s),
             (Some(path), _) => {
@@ -241,6 +297,8 @@ impl Config {
                         format!("secret_file: cannot read {}: {e}", path.display()),
                     )
                 })?;
+                loose_secret_file =
+                    crate::private_files::loosely_readable(path).map(|mode| (path.clone(), mode));
                 let trimmed = bytes.trim_ascii().to_vec();
                 if trimmed.is_empty() {
                     return Err(Error::config(
@@ -258,10 +316,17 @@ impl Config {
         if file.limits.max_line_bytes < 64
             || file.limits.max_connections == 0
             || file.limits.max_in_flight == 0
+            || file.limits.max_connections_per_source == 0
         {
             return Err(Error::config(
                 source,
-                "limits: max_line_bytes must be at least 64, max_connections and max_in_flight at least 1",
+                "limits: max_line_bytes must be at least 64; max_connections, max_connections_per_source and max_in_flight at least 1",
+            ));
+        }
+        if file.log.max_bytes < 4096 || file.log.line_bytes < 64 {
+            return Err(Error::config(
+                source,
+                "log: max_bytes must be at least 4096 and line_bytes at least 64",
             ));
         }
         if file.peers.queue == 0
@@ -282,6 +347,8 @@ impl Config {
             store: file.store,
             limits: file.limits,
             peers: file.peers,
+            log: file.log,
+            loose_secret_file,
         })
     }
 
@@ -384,6 +451,14 @@ mod tests {
         assert!(e.contains("port"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\nA = \"127.0.0.1:2\"\n");
         assert!(e.to_lowercase().contains("duplicate"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[limits]\nmax_connections_per_source = 0\n");
+        assert!(e.contains("max_connections_per_source"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[limits]\nmax_future_secs = -1\n");
+        assert!(e.contains("max_future_secs"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nmax_bytes = 10\n");
+        assert!(e.contains("log: max_bytes"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nrotate = 1\n");
+        assert!(e.contains("rotate"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");
         assert!(e.contains("durability") || e.contains("maybe"), "{e}");
     }
@@ -407,5 +482,25 @@ mod tests {
             dir.path().join("nope").display().to_string()
         );
         assert!(err(&missing).contains("secret_file"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "a long enough herd secret, for this test\n").unwrap();
+        let text = format!(
+            "secret_file = {:?}\n[servers]\nA = \"127.0.0.1:1\"\n",
+            path.display().to_string()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(parse(&text).unwrap().loose_secret_file, None);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            parse(&text).unwrap().loose_secret_file,
+            Some((path.clone(), 0o644))
+        );
     }
 }

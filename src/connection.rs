@@ -7,8 +7,8 @@
 //! loop stops reading: a client can never make the node buffer without bound.
 //!
 //! The connection closes on EOF (after answering everything, including an unterminated last
-//! line), on an I/O error, when idle too long, or when a started line takes too long to
-//! finish. A bad request never closes it.
+//! line), on an I/O error, when idle too long (with no request: blank lines do not keep it
+//! open), or when a started line takes too long to finish. A bad request never closes it.
 //!
 //! A connection that opens with `HERD HELLO` may become a peer link; see [`crate::peer`].
 
@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::{execute, Answer};
-use crate::logging::Escaped;
+use crate::cmd::{execute, Answer, Context};
+use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::peer::handshake::{self, Accepted};
 use crate::peer::Session;
@@ -53,13 +53,22 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         writer: wr,
         pending: FuturesOrdered::new(),
         remote,
+        write_timeout: limits.write_timeout(),
     };
+    let mut cx = Context::default();
     let idle = limits.idle_timeout();
     let line_deadline = limits.line_timeout().min(idle);
     let mut last_line = Instant::now();
+    // Idleness is measured from the last line that was a request: blank lines cost the node
+    // nothing to answer, but must not keep a connection (and its slot) alive forever.
+    let mut last_request = last_line;
     // First check whether a started line is overdue, then (if nothing was pending then)
     // whether the connection has gone idle.
     let mut check_at = last_line + line_deadline;
+    // One timer for the connection's life, moved only when it fires early: a line arriving
+    // does not touch the timer wheel.
+    let timer = tokio::time::sleep_until(check_at);
+    tokio::pin!(timer);
     let mut eof = false;
     let reason = loop {
         if eof && conn.pending.is_empty() {
@@ -68,21 +77,24 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         let step = tokio::select! {
             Some(answer) = conn.pending.next(), if !conn.pending.is_empty() => Step::Answer(answer),
             frame = conn.reader.next(), if !eof && conn.pending.len() < limits.max_in_flight => Step::Frame(frame),
-            _ = tokio::time::sleep_until(check_at), if !eof => Step::Timer,
+            _ = &mut timer, if !eof => Step::Timer,
             _ = shutdown.cancelled(), if !eof => Step::Shutdown,
         };
         match step {
             Step::Answer(None) => break "the store failed",
             Step::Answer(Some(answer)) => {
-                if conn.write(&answer).await.is_err() {
-                    break "write failed";
+                if let Err(why) = conn.write(&answer).await {
+                    break why;
                 }
             }
             Step::Frame(Some(Ok(Frame::Line(line)))) => {
                 last_line = Instant::now();
-                check_at = last_line + line_deadline;
-                tracing::info!(dir = "in", line = %Escaped(&line));
                 let request = parse(&line);
+                if !matches!(request, Request::Empty) {
+                    last_request = last_line;
+                }
+                check_at = (last_line + line_deadline).min(last_request + idle);
+                tracing::info!(dir = "in", line = %Clipped(&line));
                 if let Request::Peer(PeerLine::Hello {
                     dialer,
                     listener,
@@ -105,7 +117,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     };
                     continue;
                 }
-                match execute(&node, &line, request) {
+                match execute(&node, &mut cx, &line, request).await {
                     Answer::Nothing => {}
                     Answer::Ready(answer) => conn
                         .pending
@@ -115,6 +127,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Ok(Frame::TooLong { start, length }))) => {
                 last_line = Instant::now();
+                last_request = last_line;
                 check_at = last_line + line_deadline;
                 tracing::warn!(length, limit = limits.max_line_bytes, start = %Escaped(&start[..start.len().min(64)]), "line too long; discarded");
                 let answer = invalid_answer(&start);
@@ -123,9 +136,10 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
             }
             Step::Frame(Some(Err(_))) => break "read failed",
             Step::Frame(None) | Step::Shutdown => eof = true,
+            Step::Timer if Instant::now() < check_at => timer.as_mut().reset(check_at),
             Step::Timer => {
                 let now = Instant::now();
-                if now >= last_line + idle {
+                if now >= last_request + idle {
                     tracing::info!(idle_secs = idle.as_secs(), "closing an idle connection");
                     break "idle";
                 }
@@ -136,7 +150,8 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     );
                     break "line too slow";
                 }
-                check_at = last_line + idle;
+                check_at = last_request + idle;
+                timer.as_mut().reset(check_at);
             }
         }
     };
@@ -161,12 +176,24 @@ struct Connection {
     writer: OwnedWriteHalf,
     pending: Pending,
     remote: SocketAddr,
+    write_timeout: Duration,
 }
 
 impl Connection {
-    async fn write(&mut self, answer: &[u8]) -> std::io::Result<()> {
-        tracing::info!(dir = "out", line = %Escaped(answer.strip_suffix(b"\n").unwrap_or(answer)));
-        self.writer.write_all(answer).await
+    /// Writes one answer whole, within the write deadline.
+    async fn write(&mut self, answer: &[u8]) -> Result<(), &'static str> {
+        tracing::info!(dir = "out", line = %Clipped(answer.strip_suffix(b"\n").unwrap_or(answer)));
+        match tokio::time::timeout(self.write_timeout, self.writer.write_all(answer)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("write failed"),
+            Err(_) => {
+                tracing::warn!(
+                    secs = self.write_timeout.as_secs(),
+                    "closing a connection that does not read its answers"
+                );
+                Err("write timed out")
+            }
+        }
     }
 
     /// Writes every pending answer, in order, with a bound on how long that may take.

@@ -21,6 +21,14 @@ pub enum Error {
     /// The store was written by a newer herd (exit code 2).
     #[error("store {}: {message}", path.display())]
     StoreTooNew { path: PathBuf, message: String },
+    /// The store's files could not be read or written (permissions, a full disk, too many open
+    /// files). Never a reason to move the store aside: the node stops with the store untouched.
+    #[error("store {}: cannot {doing}: {source} (os error {})", path.display(), source.raw_os_error().unwrap_or(0))]
+    StoreIo {
+        path: PathBuf,
+        doing: String,
+        source: std::io::Error,
+    },
     /// The store is held by a running node.
     #[error("store {} is in use by a running node (stop it first, or inspect a copy)", path.display())]
     StoreLocked { path: PathBuf },

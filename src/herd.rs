@@ -4,25 +4,10 @@
 //! after a reconnect) goes through [`decide`], and [`Report::precedence`] is a total order, so
 //! the state of a server depends only on the *set* of reports it has seen, never on their
 //! order. That is what makes flooding plus anti-entropy converge: any two servers that have
-//! seen the same reports hold the same records.
+//! seen the same reports hold the same records, and anti-entropy (which compares contents,
+//! see `peer::sync`) only has to make them see the same reports.
 
 use crate::report::Report;
-
-/// Where a report came from: a peer's name and the incarnation of that peer's process (a
-/// random number it draws at each start), or `None` for a client of this server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin<'a> {
-    pub peer: &'a str,
-    pub incarnation: u64,
-}
-
-/// Whether a sync answer to `peer` (now running as `incarnation`) may leave out a record this
-/// server learned from `learned`: only if it came from that very process, which therefore
-/// still holds it or something newer. A peer that restarted since may have lost it unflushed,
-/// so it gets everything again.
-pub fn peer_already_has(learned: Option<Origin<'_>>, peer: &str, incarnation: u64) -> bool {
-    learned.is_some_and(|o| o.peer == peer && o.incarnation == incarnation && incarnation != 0)
-}
 
 /// What to do with an incoming report, given the stored one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

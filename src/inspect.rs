@@ -37,7 +37,6 @@ struct Row<'a> {
     /// The receiving server's clock when the report arrived.
     received: String,
     at: String,
-    seq: u64,
     learned_from: Option<&'a str>,
 }
 
@@ -54,8 +53,7 @@ impl<'a> Row<'a> {
             longitude: r.location.longitude,
             timestamp: String::from_utf8_lossy(&r.timestamp_text).into_owned(),
             received: s.received.to_string(),
-            at: Escaped(&r.at_line()).to_string(),
-            seq: s.seq,
+            at: Escaped(r.at_line()).to_string(),
             learned_from: s.learned_from.as_deref(),
         }
     }

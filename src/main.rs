@@ -83,7 +83,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let config = Config::load(config.as_deref())?;
             config.addr(&name)?;
-            let _log = herd::logging::init_node(&log_dir, &name)?;
+            // Everything the node creates from here on (logs, lock, the store's files) is
+            // private to its user: the state and the log hold every client's location.
+            herd::private_files::restrict_umask();
+            let _log = herd::logging::init_node(&log_dir, &name, &config.log)?;
             let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("state").join(&name));
             let opts = herd::server::ServeOptions {
                 name,
@@ -91,8 +94,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 state_dir,
                 listen,
             };
-            let result =
-                runtime()?.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
+            let runtime = runtime()?;
+            let result = runtime.block_on(herd::server::run(opts, herd::server::shutdown_signal()));
+            // The node has answered, flushed and closed everything; background work still
+            // running (loading the places dataset, say) must not hold the exit up.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
             if let Err(e) = &result {
                 tracing::error!(error = %e, "node failed");
             }
@@ -112,6 +118,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             format,
         } => {
             herd::logging::init_stderr();
+            // inspect reads a scratch copy of the store: keep the copy private too.
+            herd::private_files::restrict_umask();
             let mut out = std::io::stdout().lock();
             herd::inspect::run(
                 &state_dir,

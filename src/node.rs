@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::herd::{forward_targets, Origin};
+use crate::herd::forward_targets;
 use crate::peer::Links;
 use crate::places::Places;
 use crate::report::Report;
-use crate::store::{Merged, Store};
+use crate::store::{Pending, Store};
 
 /// A node handle. Cloning is an `Arc` bump.
 #[derive(Clone)]
@@ -22,11 +22,30 @@ struct Inner {
     config: Config,
     store: Store,
     places: Places,
-    links: Links,
+    links: Arc<Links>,
 }
 
 impl Node {
+    /// Assembles a node, and has its store flood every report that wins to every linked server
+    /// but the one it came from, once it is durable as configured (so before any answer to it).
     pub fn new(name: String, config: Config, store: Store, places: Places, links: Links) -> Node {
+        let links = Arc::new(links);
+        let peers: Vec<String> = config.peers_of(&name).cloned().collect();
+        let flood = Arc::clone(&links);
+        store.on_stored(Box::new(move |report: &Report, from: Option<&str>| {
+            let targets = forward_targets(&peers, from);
+            if targets.is_empty() {
+                return;
+            }
+            // Rendered once, shared by every link's queue.
+            let mut line = Vec::with_capacity(report.at_line().len() + 1);
+            line.extend_from_slice(report.at_line());
+            line.push(b'\n');
+            let line = bytes::Bytes::from(line);
+            for peer in targets {
+                flood.forward(peer, &line);
+            }
+        }));
         Node {
             inner: Arc::new(Inner {
                 name,
@@ -66,20 +85,8 @@ impl Node {
             .any(|p| p == name)
     }
 
-    /// Offers a report to the store; if it wins, queues it for every linked server but the one
-    /// it came from. The forward is queued before this returns, so before any answer.
-    pub fn accept(&self, report: Report, came_from: Option<Origin<'_>>) -> Result<Merged> {
-        let merged = self.inner.store.merge(&report, came_from)?;
-        if let Merged::Stored(_) = merged {
-            // Rendered once, shared by every link's queue.
-            let mut line = report.at_line();
-            line.push(b'\n');
-            let line = bytes::Bytes::from(line);
-            let from = came_from.map(|o| o.peer);
-            for peer in forward_targets(self.inner.config.peers_of(&self.inner.name), from) {
-                self.inner.links.forward(peer, &line);
-            }
-        }
-        Ok(merged)
+    /// Offers a client's report to the store (waiting only for room in its queue).
+    pub async fn accept(&self, report: Report) -> Result<Pending> {
+        self.inner.store.submit(report, None).await
     }
 }

@@ -27,19 +27,69 @@ pub struct Report {
     /// The timestamp as the client wrote it (ASCII, validated).
     pub timestamp_text: Bytes,
     pub timestamp: Timestamp,
+    /// The AT line, without newline: rendered once, when the report is made, and shared by the
+    /// answer, the stored record and every flood.
+    line: Bytes,
 }
 
 impl Report {
     /// Stamps a client's IAMAT with this server's name and receive time.
     pub fn stamp(request: IAmAt, server: &str, received: Timestamp) -> Report {
+        Report::new(
+            server.to_owned(),
+            TimeDiff::between(received, request.timestamp),
+            request.client,
+            request.location_text,
+            request.location,
+            request.timestamp_text,
+            request.timestamp,
+        )
+    }
+
+    /// A report from its parts, which the caller has validated; renders its AT line.
+    pub fn new(
+        server: String,
+        time_diff: TimeDiff,
+        client: Bytes,
+        location_text: Bytes,
+        location: Location,
+        timestamp_text: Bytes,
+        timestamp: Timestamp,
+    ) -> Report {
+        let line = render(&server, time_diff, &client, &location_text, &timestamp_text);
         Report {
-            server: server.to_owned(),
-            time_diff: TimeDiff::between(received, request.timestamp),
-            client: request.client,
-            location_text: request.location_text,
-            location: request.location,
-            timestamp_text: request.timestamp_text,
-            timestamp: request.timestamp,
+            server,
+            time_diff,
+            client,
+            location_text,
+            location,
+            timestamp_text,
+            timestamp,
+            line,
+        }
+    }
+
+    /// A report read back from the store, whose AT line was rendered when it was first made.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_stored(
+        server: String,
+        time_diff: TimeDiff,
+        client: Bytes,
+        location_text: Bytes,
+        location: Location,
+        timestamp_text: Bytes,
+        timestamp: Timestamp,
+        line: Bytes,
+    ) -> Report {
+        Report {
+            server,
+            time_diff,
+            client,
+            location_text,
+            location,
+            timestamp_text,
+            timestamp,
+            line,
         }
     }
 
@@ -55,15 +105,15 @@ impl Report {
         if time_diff.to_string().as_bytes() != &diff[..] {
             return None;
         }
-        Some(Report {
-            server: server.to_owned(),
+        Some(Report::new(
+            server.to_owned(),
             time_diff,
-            client: client.clone(),
-            location: Location::parse(location)?,
-            location_text: location.clone(),
-            timestamp: Timestamp::parse(timestamp)?,
-            timestamp_text: timestamp.clone(),
-        })
+            client.clone(),
+            location.clone(),
+            Location::parse(location)?,
+            timestamp.clone(),
+            Timestamp::parse(timestamp)?,
+        ))
     }
 
     /// The report of an AT line, for tests.
@@ -76,26 +126,8 @@ impl Report {
     }
 
     /// The AT line, without a newline.
-    pub fn at_line(&self) -> Vec<u8> {
-        let diff = self.time_diff.to_string();
-        let mut line = Vec::with_capacity(
-            8 + self.server.len()
-                + diff.len()
-                + self.client.len()
-                + self.location_text.len()
-                + self.timestamp_text.len(),
-        );
-        line.extend_from_slice(b"AT ");
-        line.extend_from_slice(self.server.as_bytes());
-        line.push(b' ');
-        line.extend_from_slice(diff.as_bytes());
-        line.push(b' ');
-        line.extend_from_slice(&self.client);
-        line.push(b' ');
-        line.extend_from_slice(&self.location_text);
-        line.push(b' ');
-        line.extend_from_slice(&self.timestamp_text);
-        line
+    pub fn at_line(&self) -> &Bytes {
+        &self.line
     }
 
     /// The receiving server's clock when the report arrived (client timestamp + difference),
@@ -114,6 +146,30 @@ impl Report {
             .cmp(&other.timestamp)
             .then_with(|| other.time_diff.cmp(&self.time_diff))
             .then_with(|| self.server.cmp(&other.server))
-            .then_with(|| self.at_line().cmp(&other.at_line()))
+            .then_with(|| self.line.cmp(&other.line))
     }
+}
+
+fn render(
+    server: &str,
+    time_diff: TimeDiff,
+    client: &[u8],
+    location_text: &[u8],
+    timestamp_text: &[u8],
+) -> Bytes {
+    use std::io::Write;
+    let mut line = Vec::with_capacity(
+        24 + server.len() + client.len() + location_text.len() + timestamp_text.len(),
+    );
+    line.extend_from_slice(b"AT ");
+    line.extend_from_slice(server.as_bytes());
+    line.push(b' ');
+    let _ = write!(line, "{time_diff}");
+    line.push(b' ');
+    line.extend_from_slice(client);
+    line.push(b' ');
+    line.extend_from_slice(location_text);
+    line.push(b' ');
+    line.extend_from_slice(timestamp_text);
+    Bytes::from(line)
 }

@@ -1,9 +1,13 @@
 //! `herd serve`: start one node and run it until the shutdown future resolves.
 //!
 //! Start-up order is what the promises need: bind the listening socket first (clients can
-//! connect within milliseconds), then open the store, start the committer and the link
-//! actors, and announce readiness. On shutdown: stop accepting, let connections answer what
-//! they have read, stop the links, flush the store.
+//! connect within milliseconds), then open the store (its writer starts with it, and builds
+//! the anti-entropy fingerprints in the background), start the link actors, and announce
+//! readiness. On shutdown: stop accepting, stop reading, let every connection answer what it
+//! has read (the store keeps writing and flushing for them), stop the links, then close the
+//! store, which applies and flushes everything it was given. A connection beyond
+//! `max_connections`, or beyond `max_connections_per_source` from one address, is closed at
+//! once.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -17,15 +21,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::peer::{link, Links};
 use crate::places::Places;
+use crate::sources::Sources;
 use crate::store::Store;
 
-/// How long shutdown waits for connections and links to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for connections to answer what they have read.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `herd serve` needs.
 pub struct ServeOptions {
@@ -55,30 +60,25 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         .map_err(|e| Error::io("read the listening address", e))?;
 
     let store_dir = state_dir.clone();
-    let cache_mib = config.store.cache_mib;
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, cache_mib))
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, &store_config))
         .await
         .map_err(|e| Error::io("open the store", std::io::Error::other(e)))??;
     let places = Places::new(&config.places)?;
+    if let Some((path, mode)) = &config.loose_secret_file {
+        tracing::warn!(secret_file = %path.display(), mode = format_args!("{mode:o}"), "secret_file is readable by its group or by other users; anyone who can read it can join the herd (chmod 600 it)");
+    }
     if config.secret.is_none() {
         tracing::warn!("no herd secret set (HERD_SECRET or secret_file): protected mode, only loopback connections may become peer links");
     }
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    match config.store.durability {
-        Durability::Flush => {
-            tasks.spawn(store.clone().run_committer(true, stop.clone()));
-        }
-        Durability::Os => {
-            tasks.spawn(store.clone().run_committer(false, stop.clone()));
-        }
-        Durability::None => {
-            let every = Duration::from_millis(config.store.flush_every_ms.max(1));
-            tasks.spawn(store.clone().run_periodic_flush(every, stop.clone()));
-        }
-    }
-    let (links, inboxes) = Links::new(config.peers_of(&name), config.peers.queue);
+    let (links, inboxes) = Links::new(
+        config.peers_of(&name),
+        config.peers.queue,
+        config.peers.queue_bytes,
+    );
     let max_connections = config.limits.max_connections;
     let node = Node::new(name.clone(), config, store.clone(), places, links);
     for inbox in inboxes {
@@ -91,6 +91,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));
     let ids = AtomicU64::new(0);
+    let sources = Sources::new(node.config().limits.max_connections_per_source);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -102,13 +103,18 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
                         drop(stream);
                         continue;
                     };
+                    let Some(slot) = sources.try_acquire(remote.ip()) else {
+                        tracing::warn!(%remote, limit = sources.limit(), "per-source connection limit reached; refusing");
+                        drop(stream);
+                        continue;
+                    };
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!("conn", id, %remote);
                     let (node, stop) = (node.clone(), stop.clone());
                     connections.spawn(
                         async move {
                             crate::connection::serve(node, stream, remote, stop).await;
-                            drop(permit);
+                            drop((permit, slot));
                         }
                         .instrument(span),
                     );
@@ -127,19 +133,19 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     stop.cancel();
     connections.close();
     tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, async {
-        connections.wait().await;
-        tasks.wait().await;
-    })
-    .await
-    .is_err()
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        .await
+        .is_err()
     {
         tracing::warn!("some connections did not finish in time");
     }
-    let flushing = store.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
         .await
-        .map_err(|e| Error::io("flush the store", std::io::Error::other(e)))??;
+        .is_err()
+    {
+        tracing::warn!("some links did not stop in time");
+    }
+    store.close().await;
     tracing::info!(server = %name, "stopped; store flushed");
     Ok(())
 }

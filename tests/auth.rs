@@ -92,6 +92,9 @@ fn at_and_sync_lines_from_a_client_are_invalid_and_not_stored() {
                 "AT Mallory +1.000000000 evil +1+2 5",
                 "AT Bona +0.000000000 known +9+9 99999999999",
                 "SYNC PULL 0 0",
+                "SYNC Q 1 AAAAAQ",
+                "SYNC A 1 AAAAAQ",
+                "SYNC W 1 AAAAAQ",
                 "SYNC PULL ff 12",
                 "SYNC DONE 0 0",
                 "HERD WELCOME",
@@ -391,7 +394,10 @@ fn a_dialling_node_refuses_a_listener_that_cannot_prove_the_secret() {
     c.send(b"HERD WELCOME\n");
     herd.wait_links_up("Clark", &["Bona"], 0, WAIT);
     let pull = String::from_utf8(c.line()).unwrap();
-    assert!(pull.starts_with("SYNC PULL "), "{pull:?}");
+    assert!(
+        pull.starts_with("SYNC Q 1 "),
+        "a sync round opens the link: {pull:?}"
+    );
     // Reports flow to the proven peer.
     let kiwi = herd.ask("Clark", b"IAMAT kiwi +1+2 3\n");
     loop {

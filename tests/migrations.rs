@@ -122,7 +122,7 @@ fn a_format_1_store_is_upgraded_in_place_and_served() {
         herd.log("Clark").contains("store format upgraded")
     });
     assert!(
-        herd.log("Clark").contains("from=1 to=2 records=3"),
+        herd.log("Clark").contains("from=1 to=3 records=3"),
         "{}",
         herd.log("Clark")
     );

@@ -19,6 +19,18 @@ fn solo() -> Herd {
     herd
 }
 
+/// A lone node that accepts timestamps up to the largest `max_future_secs` a config can hold
+/// (TOML integers are 64-bit signed), for checks of exact arithmetic on far-future timestamps.
+fn solo_without_future_bound() -> Herd {
+    let mut herd = Herd::new(
+        &["Solo"],
+        &[],
+        "[limits]\nmax_future_secs = 9223372036854775807\n",
+    );
+    herd.start("Solo");
+    herd
+}
+
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
@@ -63,7 +75,8 @@ fn assert_diff_window(herd: &Herd, timestamp: &str) -> i128 {
 
 #[test]
 fn iamat_answer_is_at_server_signed_exact_difference_and_operands() {
-    let herd = solo();
+    // Far-future timestamps below are beyond the default bound of an hour ahead.
+    let herd = solo_without_future_bound();
     // A client 1.5 s behind the server: a positive difference.
     let past = ts_of_nanos(now_nanos() - 1_500_000_000);
     let diff = assert_diff_window(&herd, &past);
@@ -565,13 +578,13 @@ fn invalid_requests_are_answered_with_the_line_and_the_connection_stays_open() {
 
 #[test]
 fn edge_values_in_range_are_accepted() {
-    let herd = solo();
+    let herd = solo_without_future_bound();
     let mut client = Client::connect(&herd.addr("Solo"));
     for (loc, ts) in [
         ("+90+180", "0"),
         ("-90-180", "1"),
         ("+90.000000000-180.000", "1.000000000"),
-        ("-00090.0000+00180", "18446744073709551615"),
+        ("-00090.0000+00180", "9223372036854775807"),
         ("+0+0", "1621464827.959498503"),
         ("-0.0000001+179.9999999", "007.5"),
     ] {
@@ -579,6 +592,12 @@ fn edge_values_in_range_are_accepted() {
         let answer = client.request(format!("IAMAT {operands}").as_bytes());
         assert_at(&answer, operands.as_bytes());
     }
+    // The largest timestamp the grammar takes is further ahead than any bound a config can set.
+    let max = "IAMAT edge +0+0 18446744073709551615";
+    assert_eq!(
+        client.request(max.as_bytes()),
+        format!("? {max}\n").into_bytes()
+    );
     for (radius, bound) in [
         ("50", "20"),
         ("50.000", "1"),

@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((&w2.client, w2.bound), (&w.client, w.bound));
         }
         Request::At(report) => {
-            let at = Bytes::from(report.at_line());
+            let at = report.at_line().clone();
             assert_eq!(parse(&at), request, "AT line does not round-trip");
             assert!(is_within(&report.client, &line));
         }

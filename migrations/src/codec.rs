@@ -43,6 +43,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes a value from the start of `bytes`, ignoring what follows: for reading the leading
+/// fields of a record without decoding the rest.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, _) = bincode::serde::decode_from_slice(bytes, config())?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

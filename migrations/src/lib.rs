@@ -1,56 +1,94 @@
 //! Every on-disk format of the herd store, and the steps from each to the next.
 //!
-//! # The store, byte by byte
+//! # The store, byte by byte (format 3)
 //!
 //! A store is one sled 0.34 database (a directory). Its trees:
 //!
 //! | tree | key | value |
 //! |---|---|---|
 //! | `meta` (sled's default tree) | `format_version` | `u32`, big-endian |
-//! | | `epoch` | 16 random bytes naming this store's history (see below) |
-//! | `records.v{N}` | the client ID, raw bytes | the client's record, format `N`, via [`codec`] |
-//! | `changes` | `u64` big-endian change sequence number | the client ID whose record got it |
-//! | `cursors` | a peer's server name, UTF-8 | that peer's epoch (16 bytes) then the last of its sequence numbers applied here (`u64` big-endian) |
+//! | `records.v3` | [`key_hash`] of the client ID (`u64` big-endian), then the client ID's raw bytes | the client's record ([`v3::Record`]) via [`codec`] |
 //!
-//! Every stored record carries the sequence number it was last written under, and `changes`
-//! holds exactly one entry per client, under that number: it is the store's change log with
-//! superseded entries removed, so "every record changed after sequence S" is one range scan.
-//! The epoch is drawn when a store is created; a peer that remembers a cursor for another
-//! epoch knows this store lost its history and asks for everything.
+//! One record per client. Keys are ordered by the hash of the client ID, so every range of the
+//! hash space (every node of the anti-entropy tree, see the herd's `docs/sync.md`) is one
+//! contiguous range scan. Each record carries its *item hash* ([`item_hash`] of its AT line),
+//! the number anti-entropy fingerprints add up, so nothing has to be re-hashed to compare.
 //!
 //! Records are encoded with [`codec`] (bincode 2, serde, standard configuration: variable-length
 //! integers, length-prefixed strings and byte strings, `f64` as 8 little-endian bytes), fields
-//! in the order of the structs in [`v1`] and [`v2`].
+//! in the order of the structs in [`v1`], [`v2`] and [`v3`].
+//!
+//! Both hashes are the first 8 bytes of SHA-256, big-endian, over a domain label and the bytes:
+//! they are part of the format (two servers compare them), so they never change within it.
 //!
 //! # Versions
 //!
-//! - **1**: the first format ([`v1::Record`]).
+//! - **1**: the first format ([`v1::Record`]), keyed by client ID, with a change log.
 //! - **2**: adds the receiving server's clock as its own field, and the peer (and that peer's
 //!   incarnation) a record was learned from ([`v2::Record`]).
+//! - **3**: keys ordered by client hash, the item hash in each record; the change log
+//!   (`changes`), the per-peer cursors (`cursors`) and the `epoch` and `boot` keys are gone,
+//!   because anti-entropy compares contents instead of replaying history ([`v3::Record`]).
 //!
 //! # Upgrades
 //!
 //! [`upgrade`] brings a store to [`CURRENT`]. Each step writes the new version's records into a
 //! fresh tree `records.v{N+1}`, flushes, and only then sets `format_version` (one atomic
-//! write, flushed) and drops the old tree. A crash at any point leaves either the old version
-//! intact (a half-written new tree is cleared and redone on the next open) or the new one
-//! complete. A store newer than this build is refused, untouched.
+//! write, flushed) and drops what the old version needed. A crash at any point leaves either
+//! the old version intact (a half-written new tree is cleared and redone on the next open) or
+//! the new one complete. A store newer than this build is refused, untouched.
 
 pub mod codec;
 
 use serde::{Deserialize, Serialize};
 
 /// The format this build writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 /// The key of the format version in the `meta` tree.
 pub const FORMAT_KEY: &[u8] = b"format_version";
-/// The key of the store's epoch in the `meta` tree.
+/// Format 1 and 2: the key of the store's epoch in the `meta` tree.
 pub const EPOCH_KEY: &[u8] = b"epoch";
-/// The change log tree.
+/// Format 1 and 2: the key of the boot counter in the `meta` tree.
+pub const BOOT_KEY: &[u8] = b"boot";
+/// Format 1 and 2: the change log tree.
 pub const CHANGES_TREE: &str = "changes";
-/// The peer cursor tree.
+/// Format 1 and 2: the peer cursor tree.
 pub const CURSORS_TREE: &str = "cursors";
+
+fn sha256_prefix(domain: &[u8], bytes: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update(bytes);
+    let digest = h.finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Where a client's record sorts: the hash of its ID.
+pub fn key_hash(client: &[u8]) -> u64 {
+    sha256_prefix(b"herd-key-v1\0", client)
+}
+
+/// What a record is, for anti-entropy: the hash of its AT line (which holds the client ID, the
+/// receiving server, its time difference, the location and the timestamp, so two servers hold
+/// the same item exactly when they hold the same report).
+pub fn item_hash(at_line: &[u8]) -> u64 {
+    sha256_prefix(b"herd-item-v1\0", at_line)
+}
+
+/// The format 3 key of a client's record: its key hash, big-endian, then the ID.
+pub fn record_key(client: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + client.len());
+    key.extend_from_slice(&key_hash(client).to_be_bytes());
+    key.extend_from_slice(client);
+    key
+}
+
+/// The client ID of a format 3 key, or `None` for a key too short to be one.
+pub fn client_of_key(key: &[u8]) -> Option<&[u8]> {
+    key.get(8..)
+}
 
 /// The name of the record tree of format `version`.
 pub fn records_tree(version: u32) -> String {
@@ -137,8 +175,53 @@ pub mod v2 {
     }
 }
 
+/// Format 3: format 2 without the change sequence number and the peer's incarnation, with the
+/// record's item hash first.
+pub mod v3 {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Record {
+        /// [`item_hash`] of `at`. First, with the timestamp, so anti-entropy reads only these.
+        pub item: u64,
+        pub timestamp_secs: u64,
+        pub timestamp_nanos: u32,
+        pub server: String,
+        pub time_diff_nanos: i128,
+        pub location: Vec<u8>,
+        pub latitude: f64,
+        pub longitude: f64,
+        pub timestamp: Vec<u8>,
+        pub received_secs: u64,
+        pub received_nanos: u32,
+        pub at: Vec<u8>,
+        /// The peer this server learned the record from; `None` if a client reported it here.
+        pub learned_from: Option<String>,
+    }
+
+    impl From<v2::Record> for Record {
+        fn from(r: v2::Record) -> Record {
+            Record {
+                item: item_hash(&r.at),
+                timestamp_secs: r.timestamp_secs,
+                timestamp_nanos: r.timestamp_nanos,
+                server: r.server,
+                time_diff_nanos: r.time_diff_nanos,
+                location: r.location,
+                latitude: r.latitude,
+                longitude: r.longitude,
+                timestamp: r.timestamp,
+                received_secs: r.received_secs,
+                received_nanos: r.received_nanos,
+                at: r.at,
+                learned_from: r.learned_from,
+            }
+        }
+    }
+}
+
 /// The record type of [`CURRENT`].
-pub type Record = v2::Record;
+pub type Record = v3::Record;
 
 /// Why a store could not be brought to the current format.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +282,17 @@ pub fn upgrade(db: &sled::Db) -> Result<Outcome, MigrationError> {
     let mut records = 0;
     while at < CURRENT {
         records = match at {
-            1 => step::<v1::Record, v2::Record>(db, 1)?,
+            1 => step::<v1::Record, v2::Record>(db, 1, |client| client.to_vec())?,
+            2 => {
+                let n = step::<v2::Record, v3::Record>(db, 2, record_key)?;
+                // What format 3 no longer needs, dropped only once the version has flipped.
+                db.drop_tree(CHANGES_TREE.as_bytes())?;
+                db.drop_tree(CURSORS_TREE.as_bytes())?;
+                db.remove(EPOCH_KEY)?;
+                db.remove(BOOT_KEY)?;
+                db.flush()?;
+                n
+            }
             _ => unreachable!("every version below CURRENT has a step"),
         };
         at += 1;
@@ -211,8 +304,13 @@ pub fn upgrade(db: &sled::Db) -> Result<Outcome, MigrationError> {
     })
 }
 
-/// Rewrites every record of format `from` as format `from + 1`.
-fn step<Old, New>(db: &sled::Db, from: u32) -> Result<u64, MigrationError>
+/// Rewrites every record of format `from` as format `from + 1`, under the key `rekey` gives
+/// the old key (the client ID in formats 1 and 2).
+fn step<Old, New>(
+    db: &sled::Db,
+    from: u32,
+    rekey: fn(&[u8]) -> Vec<u8>,
+) -> Result<u64, MigrationError>
 where
     Old: serde::de::DeserializeOwned,
     New: From<Old> + Serialize,
@@ -230,7 +328,7 @@ where
             source,
         })?;
         let encoded = codec::encode(&New::from(record)).expect("store records always encode");
-        new.insert(client, encoded)?;
+        new.insert(rekey(&client), encoded)?;
         count += 1;
     }
     new.flush()?;
@@ -270,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn version_one_upgrades_with_the_receive_time_split_out() {
+    fn version_one_upgrades_to_the_current_format_with_the_receive_time_split_out() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         db.insert(FORMAT_KEY, &1u32.to_be_bytes()).unwrap();
@@ -284,17 +382,61 @@ mod tests {
                 records: 1
             }
         );
-        let new = db.open_tree(records_tree(2)).unwrap();
-        let r: v2::Record = codec::decode(&new.get(b"kiwi").unwrap().unwrap()).unwrap();
+        let new = db.open_tree(records_tree(3)).unwrap();
+        let r: v3::Record = codec::decode(&new.get(record_key(b"kiwi")).unwrap().unwrap()).unwrap();
         assert_eq!(
             (r.received_secs, r.received_nanos),
             (1621464828, 223_371_889)
         );
-        assert_eq!(r.seq, 7);
-        assert!(!db
-            .tree_names()
-            .iter()
-            .any(|n| &n[..] == records_tree(1).as_bytes()));
+        assert_eq!(r.item, item_hash(&r.at));
+        let names = db.tree_names();
+        for gone in [records_tree(1), records_tree(2)] {
+            assert!(!names.iter().any(|n| &n[..] == gone.as_bytes()), "{gone}");
+        }
+    }
+
+    #[test]
+    fn version_two_is_rekeyed_by_client_hash_and_loses_its_change_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+        db.insert(EPOCH_KEY, &[7u8; 16]).unwrap();
+        db.insert(BOOT_KEY, &3u64.to_be_bytes()).unwrap();
+        let old = db.open_tree(records_tree(2)).unwrap();
+        let changes = db.open_tree(CHANGES_TREE).unwrap();
+        for (i, client) in [&b"kiwi"[..], b"\xffraw", b"zebra"].into_iter().enumerate() {
+            let mut r = v2::Record::from(v1_record(i as u64));
+            r.learned_from = Some("Bona".into());
+            old.insert(client, codec::encode(&r).unwrap()).unwrap();
+            changes.insert((i as u64).to_be_bytes(), client).unwrap();
+        }
+        drop((old, changes));
+        assert_eq!(
+            upgrade(&db).unwrap(),
+            Outcome::Upgraded {
+                from: 2,
+                records: 3
+            }
+        );
+        let new = db.open_tree(records_tree(3)).unwrap();
+        let keys: Vec<Vec<u8>> = new.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        let mut expected: Vec<Vec<u8>> = [&b"kiwi"[..], b"\xffraw", b"zebra"]
+            .into_iter()
+            .map(record_key)
+            .collect();
+        expected.sort();
+        assert_eq!(keys, expected, "keys in client-hash order");
+        for key in &keys {
+            let r: v3::Record = codec::decode(&new.get(key).unwrap().unwrap()).unwrap();
+            assert_eq!(r.learned_from.as_deref(), Some("Bona"));
+            assert!(client_of_key(key).is_some());
+        }
+        let names = db.tree_names();
+        for gone in [CHANGES_TREE, CURSORS_TREE] {
+            assert!(!names.iter().any(|n| &n[..] == gone.as_bytes()), "{gone}");
+        }
+        assert!(db.get(EPOCH_KEY).unwrap().is_none());
+        assert!(db.get(BOOT_KEY).unwrap().is_none());
     }
 
     #[test]
@@ -331,11 +473,11 @@ mod tests {
                 records: 1
             }
         );
-        let new = db.open_tree(records_tree(2)).unwrap();
+        let new = db.open_tree(records_tree(3)).unwrap();
         let keys: Vec<_> = new.iter().keys().map(|k| k.unwrap().to_vec()).collect();
         assert_eq!(
             keys,
-            [b"kiwi".to_vec()],
+            [record_key(b"kiwi")],
             "the partial tree is redone, not kept"
         );
     }

@@ -1,36 +1,29 @@
-//! `IAMAT`: stamp the report, store it if it is the client's newest, queue it for the linked
-//! servers, and answer with its AT line once it is durable.
+//! `IAMAT`: stamp the report, hand it to the store, and answer with its AT line once the store
+//! has it (durably, with `durability = "flush"`) and has queued it for the linked servers.
 
 use futures::FutureExt;
 
-use super::Answer;
-use crate::config::Durability;
+use super::{Answer, Context};
 use crate::node::Node;
 use crate::protocol::number::Timestamp;
 use crate::protocol::request::IAmAt;
 use crate::report::Report;
-use crate::store::Merged;
 
-pub fn execute(node: &Node, request: IAmAt) -> Answer {
+pub async fn execute(node: &Node, cx: &mut Context, request: IAmAt) -> Answer {
     let report = Report::stamp(request, node.name(), Timestamp::now());
-    let mut answer = report.at_line();
+    let mut answer = Vec::with_capacity(report.at_line().len() + 1);
+    answer.extend_from_slice(report.at_line());
     answer.push(b'\n');
-    match node.accept(report, None) {
-        Ok(_) if node.config().store.durability == Durability::None => Answer::Ready(answer),
-        Ok(merged) => {
-            // An older or duplicate report changes nothing, but is answered only once the
-            // record it lost against is durable: that record may still be in memory only.
-            let commit = match merged {
-                Merged::Stored(commit) => commit,
-                Merged::Stale => node.store().pending(),
-            };
-            let store = node.store();
+    match node.accept(report).await {
+        Ok(pending) => {
+            cx.last_write = Some(pending.ticket);
             Answer::Later(
                 async move {
-                    match store.durable(commit).await {
-                        Ok(()) => Some(answer),
+                    match pending.outcome().await {
+                        // A report that is not newer is answered too; it changed nothing.
+                        Ok(_) => Some(answer),
                         Err(e) => {
-                            tracing::error!(error = %e, "report not durable; closing the connection unanswered");
+                            tracing::error!(error = %e, "report not stored; closing the connection unanswered");
                             None
                         }
                     }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::node::Node;
+use crate::protocol::number::Timestamp;
 use crate::protocol::request::{invalid_answer, Request};
 
 /// A request's answer, now or later.
@@ -23,13 +24,31 @@ pub enum Answer {
     Later(BoxFuture<'static, Option<Vec<u8>>>),
 }
 
+/// What a connection remembers between its requests.
+#[derive(Default)]
+pub struct Context {
+    /// The store ticket of this connection's latest IAMAT, so a later WHATSAT sees it.
+    pub last_write: Option<crate::store::Ticket>,
+}
+
 /// Runs one parsed client request. Peer-only lines are invalid here; the connection handles
-/// `HERD HELLO` itself before calling this.
-pub fn execute(node: &Node, line: &Bytes, request: Request) -> Answer {
+/// `HERD HELLO` itself before calling this. It waits only for room in the store's queue.
+pub async fn execute(node: &Node, cx: &mut Context, line: &Bytes, request: Request) -> Answer {
     match request {
         Request::Empty => Answer::Nothing,
-        Request::IAmAt(req) => iamat::execute(node, req),
-        Request::WhatsAt(req) => whatsat::execute(node, line, req),
+        Request::IAmAt(req) => {
+            let max_ahead = node.config().limits.max_future_secs;
+            if req.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
+                tracing::warn!(
+                    limit_secs = max_ahead,
+                    timestamp = %req.timestamp,
+                    "IAMAT timestamp too far in the future; answered as invalid"
+                );
+                return Answer::Ready(invalid_answer(line));
+            }
+            iamat::execute(node, cx, req).await
+        }
+        Request::WhatsAt(req) => whatsat::execute(node, cx, line, req).await,
         Request::At(_) | Request::Peer(_) | Request::Invalid => Answer::Ready(invalid_answer(line)),
     }
 }

@@ -4,32 +4,62 @@
 use bytes::Bytes;
 use futures::FutureExt;
 
-use super::Answer;
+use super::{Answer, Context};
 use crate::node::Node;
 use crate::protocol::request::{invalid_answer, WhatsAt};
+use crate::store::Stored;
 
-pub fn execute(node: &Node, line: &Bytes, request: WhatsAt) -> Answer {
-    let stored = match node.store().get(&request.client) {
-        Ok(Some(stored)) => stored,
-        Ok(None) => return Answer::Ready(invalid_answer(line)),
+pub async fn execute(node: &Node, cx: &Context, line: &Bytes, request: WhatsAt) -> Answer {
+    let store = node.store();
+    let places = node.places().clone();
+    // An IAMAT earlier on this connection that the store has not applied yet must be seen,
+    // and a later one must not: then the read goes through the store's queue, in order.
+    if cx.last_write.is_some_and(|t| !store.is_applied(t)) {
+        let read = match store.get_in_order(request.client.clone()).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the store for a WHATSAT");
+                return Answer::Ready(invalid_answer(line));
+            }
+        };
+        let line = line.clone();
+        return Answer::Later(
+            async move {
+                match read.await {
+                    Ok(Some(stored)) => answer(places, stored, request).await,
+                    Ok(None) => Some(invalid_answer(&line)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the store for a WHATSAT");
+                        Some(invalid_answer(&line))
+                    }
+                }
+            }
+            .boxed(),
+        );
+    }
+    match store.get(&request.client) {
+        Ok(Some(stored)) => Answer::Later(answer(places, stored, request).boxed()),
+        Ok(None) => Answer::Ready(invalid_answer(line)),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the store for a WHATSAT");
-            return Answer::Ready(invalid_answer(line));
+            Answer::Ready(invalid_answer(line))
         }
-    };
-    let places = node.places().clone();
-    Answer::Later(
-        async move {
-            let document = places
-                .nearby(stored.report.location, request.radius, request.bound)
-                .await;
-            let mut answer = stored.report.at_line();
-            answer.reserve(document.len() + 3);
-            answer.push(b'\n');
-            answer.extend_from_slice(document.as_bytes());
-            answer.extend_from_slice(b"\n\n");
-            Some(answer)
-        }
-        .boxed(),
-    )
+    }
+}
+
+async fn answer(
+    places: crate::places::Places,
+    stored: Stored,
+    request: WhatsAt,
+) -> Option<Vec<u8>> {
+    let document = places
+        .nearby(stored.report.location, request.radius, request.bound)
+        .await;
+    let at = stored.report.at_line();
+    let mut answer = Vec::with_capacity(at.len() + document.len() + 3);
+    answer.extend_from_slice(at);
+    answer.push(b'\n');
+    answer.extend_from_slice(document.as_bytes());
+    answer.extend_from_slice(b"\n\n");
+    Some(answer)
 }

@@ -1,40 +1,45 @@
 //! One link actor per linked server: it owns the report queue for that peer and at most one
 //! live connection, and keeps it up for the life of the node.
 //!
-//! A live session is two tasks. The reader applies what the peer sends (reports, sync
-//! requests, sync completions) and never writes; the writer sends queued reports, answers
-//! PULLs in batches and asks for syncs. Splitting them means two servers that are both
-//! writing a large sync at each other can never deadlock on full socket buffers.
+//! A live session is two tasks. The reader applies what the peer sends (reports go to the
+//! store's queue; sync messages go to the writer) and never writes; the writer sends queued
+//! reports, answers the peer's sync questions, and runs this side's sync rounds
+//! ([`super::sync`]): one at link-up and one every `sync_interval_secs`. Splitting them means
+//! two servers that are both writing a large sync at each other can never deadlock on full
+//! socket buffers. Every write has a deadline: a peer that stops reading is dropped and
+//! dialled again.
 
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use rand::Rng;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::{dial, HandshakeError};
-use super::sync::{pull_line, Serve};
+use super::sync::{self, Job, Round};
 use super::{LinkInbox, Session};
-use crate::herd::Origin;
-use crate::logging::Escaped;
+use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::protocol::frame::Frame;
-use crate::protocol::request::{parse, PeerLine, Request};
-use crate::store::Merged;
+use crate::protocol::number::Timestamp;
+use crate::protocol::request::{parse, PeerLine, Request, SyncKind};
 
-/// What the reader tells the writer.
-enum Event {
-    /// The peer asks for our changes after its cursor.
-    Pull {
-        epoch: u128,
-        seq: u64,
-        incarnation: u64,
-    },
-    /// Our last PULL has been answered completely.
-    PullDone,
+/// What the reader hands the writer: a sync message of the peer's.
+struct Event {
+    kind: SyncKind,
+    round: u64,
+    payload: Bytes,
 }
+
+/// Jobs waiting before the writer stops taking the peer's questions (so a peer that asks
+/// faster than it reads the answers is held back by TCP, not by our memory).
+const MAX_JOBS: usize = 64;
 
 /// Why a session ended.
 enum End {
@@ -150,81 +155,113 @@ async fn run_session(
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
     let store = node.store();
     let sync_every = Duration::from_secs(node.config().peers.sync_interval_secs);
-    let mut sync_tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + sync_every, sync_every);
-    let mut pull_pending = true;
-    let mut serving: Option<Serve> = None;
+    let write_deadline = Duration::from_millis(node.config().peers.write_timeout_ms.max(1));
+    let round_deadline = Duration::from_secs(node.config().peers.sync_timeout_secs.max(1));
+    // A round at link-up, then one every interval; checked again at the deadline while one runs.
+    let mut next_round = Instant::now();
+    let mut round: Option<Round> = None;
+    let mut rounds = 0u64;
+    let mut jobs: VecDeque<Job> = VecDeque::new();
     let mut buf = Vec::with_capacity(64 * 1024);
 
-    let end = 'session: {
-        let first = pull_line(store.cursor(&peer).unwrap_or(None), store.incarnation());
-        tracing::info!(peer = %peer, request = first.trim_end(), "sync requested");
-        if let Err(e) = write_flush(&mut out, first.as_bytes()).await {
-            break 'session End::Dropped(e.to_string());
-        }
-        loop {
-            buf.clear();
-            tokio::select! {
-                _ = shutdown.cancelled() => break 'session End::Shutdown,
-                Some(next) = inbox.inbound.recv() => {
-                    if replaces(&dialer, &next) {
-                        break 'session End::Replaced(next);
-                    }
-                    tracing::info!(peer = %peer, dialer = %next.dialer, "keeping the existing link; closing the new connection");
+    let end = 'session: loop {
+        buf.clear();
+        let mut violation = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => break 'session End::Shutdown,
+            Some(next) = inbox.inbound.recv() => {
+                if replaces(&dialer, &next) {
+                    break 'session End::Replaced(next);
                 }
-                result = &mut reader_task => {
-                    let why = match result {
-                        Ok(why) => why,
-                        Err(e) => format!("reader failed: {e}"),
-                    };
-                    break 'session End::Dropped(why);
+                tracing::info!(peer = %peer, dialer = %next.dialer, "keeping the existing link; closing the new connection");
+            }
+            result = &mut reader_task => {
+                let why = match result {
+                    Ok(why) => why,
+                    Err(e) => format!("reader failed: {e}"),
+                };
+                break 'session End::Dropped(why);
+            }
+            Some(event) = events.recv(), if jobs.len() < MAX_JOBS => {
+                let result = match (event.kind, round.as_mut()) {
+                    (SyncKind::Answer, Some(r)) => r.on_answer(&store, event.round, &event.payload),
+                    (SyncKind::Answer, None) => Err(sync::Violation::Unasked(event.round)),
+                    (kind, _) => sync::answer(&store, kind, event.round, &event.payload),
+                };
+                match result {
+                    Ok(more) => jobs.extend(more),
+                    Err(v) => violation = Some(v),
                 }
-                Some(event) = events.recv() => match event {
-                    Event::Pull { epoch, seq, incarnation } => {
-                        if serving.is_some() {
-                            tracing::warn!(peer = %peer, "ignoring a PULL while one is being answered");
-                        } else {
-                            serving = Some(Serve::start(store.epoch(), &peer, (epoch, seq), incarnation));
-                        }
-                    }
-                    Event::PullDone => pull_pending = false,
-                },
-                Some(line) = inbox.queue.recv() => {
-                    buf.extend_from_slice(&line);
-                    // Drain what else is queued into the same write.
-                    while buf.len() < 60 * 1024 {
-                        match inbox.queue.try_recv() {
-                            Ok(r) => buf.extend_from_slice(&r),
-                            Err(_) => break,
-                        }
-                    }
+                if let Some(r) = round.as_ref().filter(|r| r.is_done()) {
+                    tracing::info!(peer = %peer, round = r.id, differing = r.stats.differing, wanted = r.stats.wanted, questions = r.stats.questions, "sync done");
+                    round = None;
+                    next_round = Instant::now() + sync_every;
                 }
-                _ = std::future::ready(()), if serving.is_some() => {
-                    let serve = serving.as_mut().expect("checked");
-                    match serve.step(&store, &mut buf) {
-                        Ok(true) => {
-                            tracing::info!(peer = %peer, sent = serve.sent, skipped = serve.skipped, incremental = serve.incremental, "sync served");
-                            serving = None;
+            }
+            Some(line) = inbox.queue.recv() => {
+                buf.extend_from_slice(&line);
+                let mut taken = line.len();
+                // Drain what else is queued into the same write.
+                while buf.len() < 60 * 1024 {
+                    match inbox.queue.try_recv() {
+                        Ok(r) => {
+                            taken += r.len();
+                            buf.extend_from_slice(&r);
                         }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(peer = %peer, error = %e, "cannot read the store to answer a sync");
-                            serving = None;
-                        }
+                        Err(_) => break,
                     }
                 }
-                _ = sync_tick.tick() => {
-                    if !pull_pending {
-                        let line = pull_line(store.cursor(&peer).unwrap_or(None), store.incarnation());
-                        tracing::debug!(peer = %peer, request = line.trim_end(), "periodic sync requested");
-                        buf.extend_from_slice(line.as_bytes());
-                        pull_pending = true;
+                inbox.queued.fetch_sub(taken, Ordering::Relaxed);
+            }
+            _ = std::future::ready(()), if !jobs.is_empty() => {
+                // One bounded step of the oldest job, so floods keep flowing during a sync.
+                let job = jobs.front_mut().expect("checked");
+                match job.step(&store, &mut buf) {
+                    Ok((true, _)) => { jobs.pop_front(); }
+                    Ok((false, _)) => {}
+                    Err(e) => {
+                        tracing::error!(peer = %peer, error = %e, "cannot read the store for a sync");
+                        jobs.pop_front();
                     }
                 }
             }
-            if !buf.is_empty() {
-                if let Err(e) = write_flush(&mut out, &buf).await {
-                    break 'session End::Dropped(e.to_string());
+            _ = tokio::time::sleep_until(next_round) => {
+                match &round {
+                    Some(r) if r.is_overdue(round_deadline) => {
+                        tracing::warn!(peer = %peer, round = r.id, secs = round_deadline.as_secs(), "peer left a sync round unanswered; dropping the link");
+                        break 'session End::Dropped(format!("sync round {} unanswered", r.id));
+                    }
+                    Some(_) => next_round = Instant::now() + Duration::from_millis(250),
+                    None if !store.ready() => next_round = Instant::now() + Duration::from_millis(50),
+                    None => {
+                        rounds += 1;
+                        match Round::start(&store, rounds) {
+                            Ok((r, first)) => {
+                                tracing::debug!(peer = %peer, round = r.id, "sync round started");
+                                jobs.extend(first);
+                                round = Some(r);
+                                next_round = Instant::now() + Duration::from_secs(1);
+                            }
+                            Err(e) => {
+                                tracing::error!(peer = %peer, error = %e, "cannot start a sync round");
+                                next_round = Instant::now() + sync_every;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(v) = violation {
+            tracing::warn!(peer = %peer, error = %v, "peer broke the sync protocol; dropping the link");
+            break 'session End::Dropped(v.to_string());
+        }
+        if !buf.is_empty() {
+            match tokio::time::timeout(write_deadline, write_flush(&mut out, &buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break 'session End::Dropped(e.to_string()),
+                Err(_) => {
+                    tracing::warn!(peer = %peer, deadline_ms = write_deadline.as_millis() as u64, "peer is not reading; dropping the link");
+                    break 'session End::Dropped("write timed out".into());
                 }
             }
         }
@@ -251,10 +288,7 @@ async fn read_peer(
     >,
     events: mpsc::Sender<Event>,
 ) -> String {
-    let mut received = 0u64;
-    let mut applied = 0u64;
-    // The peer names its incarnation in its first PULL, which it sends before anything else.
-    let mut peer_incarnation = 0u64;
+    let store = node.store();
     loop {
         let line = match reader.next().await {
             Some(Ok(Frame::Line(line))) => line,
@@ -267,46 +301,31 @@ async fn read_peer(
         };
         match parse(&line) {
             Request::At(report) => {
-                received += 1;
-                let origin = Origin {
-                    peer: &peer,
-                    incarnation: peer_incarnation,
-                };
-                match node.accept(report, Some(origin)) {
-                    Ok(Merged::Stored(_)) => applied += 1,
-                    Ok(Merged::Stale) => {}
-                    Err(e) => {
-                        tracing::error!(peer = %peer, error = %e, "cannot store a report from a peer")
-                    }
+                if !node.config().servers.contains_key(&report.server) {
+                    tracing::warn!(peer = %peer, server = %Escaped(report.server.as_bytes()), "dropping a report that names no server of the herd");
+                    continue;
+                }
+                let max_ahead = node.config().limits.max_future_secs;
+                if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
+                    tracing::warn!(peer = %peer, limit_secs = max_ahead, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future");
+                    continue;
+                }
+                // Waits for room in the store's queue: a flooding peer is held back by TCP.
+                if let Err(e) = store.offer(report, Some(&peer)).await {
+                    tracing::error!(peer = %peer, error = %e, "cannot store a report from a peer");
                 }
             }
-            Request::Peer(PeerLine::Pull {
-                epoch,
-                seq,
-                incarnation,
+            Request::Peer(PeerLine::Sync {
+                kind,
+                round,
+                payload,
             }) => {
-                peer_incarnation = incarnation;
-                tracing::info!(peer = %peer, epoch = format_args!("{epoch:x}"), seq, "sync asked of us");
-                if events
-                    .send(Event::Pull {
-                        epoch,
-                        seq,
-                        incarnation,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return "session ended".to_owned();
-                }
-            }
-            Request::Peer(PeerLine::Done { epoch, seq }) => {
-                if let Err(e) = node.store().set_cursor(&peer, epoch, seq) {
-                    tracing::error!(peer = %peer, error = %e, "cannot save the sync cursor");
-                }
-                tracing::info!(peer = %peer, received, applied, seq, "sync done");
-                received = 0;
-                applied = 0;
-                if events.send(Event::PullDone).await.is_err() {
+                let event = Event {
+                    kind,
+                    round,
+                    payload,
+                };
+                if events.send(event).await.is_err() {
                     return "session ended".to_owned();
                 }
             }

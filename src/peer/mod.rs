@@ -8,7 +8,8 @@
 //! the connection dialled by the server whose name sorts first, so one link survives.
 //!
 //! A slow or dead link never blocks anyone: [`Links::forward`] only ever `try_send`s, and a
-//! full queue drops the report (counted and logged); the next sync repairs the gap.
+//! full queue (by count or by bytes) drops the report (counted and logged); the next sync
+//! repairs the gap.
 
 pub mod auth;
 pub mod handshake;
@@ -17,7 +18,8 @@ pub mod sync;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -39,6 +41,8 @@ pub struct Session {
 
 struct Handle {
     queue: mpsc::Sender<Bytes>,
+    /// Bytes in `queue`, shared with the actor, which takes off what it dequeues.
+    queued: Arc<AtomicUsize>,
     inbound: mpsc::Sender<Session>,
     dropped: AtomicU64,
 }
@@ -46,6 +50,7 @@ struct Handle {
 /// The sending ends of every link of this node. Built once at start-up.
 pub struct Links {
     handles: HashMap<String, Handle>,
+    max_bytes: usize,
 }
 
 /// The receiving ends of one link, handed to its actor.
@@ -53,24 +58,29 @@ pub struct LinkInbox {
     pub peer: String,
     /// Reports to send, each already its AT line with the newline.
     pub queue: mpsc::Receiver<Bytes>,
+    /// Bytes in `queue`: subtract what is taken out.
+    pub queued: Arc<AtomicUsize>,
     pub inbound: mpsc::Receiver<Session>,
 }
 
 impl Links {
-    /// Creates a queue of `capacity` reports per peer.
+    /// Creates a queue of `capacity` reports and at most `max_bytes` bytes per peer.
     pub fn new<'a>(
         peers: impl IntoIterator<Item = &'a String>,
         capacity: usize,
+        max_bytes: usize,
     ) -> (Links, Vec<LinkInbox>) {
         let mut handles = HashMap::new();
         let mut inboxes = Vec::new();
         for peer in peers {
             let (queue_tx, queue_rx) = mpsc::channel(capacity);
             let (inbound_tx, inbound_rx) = mpsc::channel(4);
+            let queued = Arc::new(AtomicUsize::new(0));
             handles.insert(
                 peer.clone(),
                 Handle {
                     queue: queue_tx,
+                    queued: Arc::clone(&queued),
                     inbound: inbound_tx,
                     dropped: AtomicU64::new(0),
                 },
@@ -78,10 +88,11 @@ impl Links {
             inboxes.push(LinkInbox {
                 peer: peer.clone(),
                 queue: queue_rx,
+                queued,
                 inbound: inbound_rx,
             });
         }
-        (Links { handles }, inboxes)
+        (Links { handles, max_bytes }, inboxes)
     }
 
     /// Queues a report's AT line (with its newline) for `peer` without waiting; drops it if the
@@ -90,7 +101,10 @@ impl Links {
         let Some(handle) = self.handles.get(peer) else {
             return;
         };
-        if handle.queue.try_send(line.clone()).is_err() {
+        let size = line.len();
+        let over = handle.queued.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes;
+        if over || handle.queue.try_send(line.clone()).is_err() {
+            handle.queued.fetch_sub(size, Ordering::Relaxed);
             let dropped = handle.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(

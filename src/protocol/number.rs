@@ -54,6 +54,14 @@ impl Timestamp {
         i128::from(self.secs) * NANOS_PER_SEC + i128::from(self.nanos)
     }
 
+    /// Whether this timestamp is more than `max_ahead_secs` ahead of `now`. A report stamped
+    /// that far in the future would, under newest-wins, pin its client's location until that
+    /// time, so an IAMAT that far ahead is invalid and a peer's AT line that far ahead is
+    /// dropped. Exact: compared in integer nanoseconds, whatever the magnitudes.
+    pub fn too_far_ahead(self, now: Timestamp, max_ahead_secs: u64) -> bool {
+        self.as_nanos() - now.as_nanos() > i128::from(max_ahead_secs) * NANOS_PER_SEC
+    }
+
     /// The inverse of [`Timestamp::as_nanos`], for values in range.
     pub fn from_nanos(nanos: i128) -> Option<Timestamp> {
         if nanos < 0 {
@@ -209,6 +217,22 @@ pub fn parse_bound(text: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_too_far_ahead_is_told_apart_exactly() {
+        let now = Timestamp::parse(b"1700000000.5").unwrap();
+        let at = |t: &[u8]| Timestamp::parse(t).unwrap();
+        // Exactly at the bound is allowed; one nanosecond past it is not.
+        assert!(!at(b"1700003600.5").too_far_ahead(now, 3600));
+        assert!(at(b"1700003600.500000001").too_far_ahead(now, 3600));
+        // The past, however far, is never "ahead".
+        assert!(!at(b"0").too_far_ahead(now, 0));
+        assert!(!now.too_far_ahead(now, 0));
+        // The largest timestamp the grammar accepts, and a bound of u64::MAX seconds.
+        let max = at(b"18446744073709551615.999999999");
+        assert!(max.too_far_ahead(now, 3600));
+        assert!(!max.too_far_ahead(now, u64::MAX));
+    }
 
     #[test]
     fn timestamps_parse_exactly() {

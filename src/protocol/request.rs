@@ -58,15 +58,24 @@ pub enum PeerLine {
     Proof { mac: Bytes },
     /// `HERD WELCOME`: the link is established.
     Welcome,
-    /// `SYNC PULL <epoch> <seq> <incarnation>`: send me your changes after `seq` of store
-    /// `epoch`; I am the process `incarnation` (all three hex but `seq`).
-    Pull {
-        epoch: u128,
-        seq: u64,
-        incarnation: u64,
+    /// `SYNC <Q|W|A> <round> <payload>`: an anti-entropy message of round `round` (decimal);
+    /// the payload is base64 (URL-safe, unpadded) and its meaning is `peer::sync`'s.
+    Sync {
+        kind: SyncKind,
+        round: u64,
+        payload: Bytes,
     },
-    /// `SYNC DONE <epoch> <seq>`: every change up to `seq` of store `epoch` has been sent.
-    Done { epoch: u128, seq: u64 },
+}
+
+/// The three anti-entropy messages (see `peer::sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// `Q`: the asker's fingerprints of some ranges.
+    Query,
+    /// `W`: the asker wants these records.
+    Want,
+    /// `A`: the answer to the asker's oldest open `Q` or `W` of that round.
+    Answer,
 }
 
 /// What one line asks for.
@@ -128,11 +137,11 @@ fn parse_peer(f: &[Bytes]) -> Option<PeerLine> {
             .then(|| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
             .flatten()
     };
-    let epoch = |b: &Bytes| {
-        let digits = b.iter().all(u8::is_ascii_hexdigit);
-        digits
-            .then(|| u128::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok())
-            .flatten()
+    let payload = |b: &Bytes| {
+        let ok = b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'));
+        ok.then(|| b.clone())
     };
     let line = match (&f[0][..], &f[1..]) {
         (b"HERD", [h, dialer, listener, nonce]) if &h[..] == b"HELLO" => PeerLine::Hello {
@@ -146,14 +155,15 @@ fn parse_peer(f: &[Bytes]) -> Option<PeerLine> {
         },
         (b"HERD", [p, mac]) if &p[..] == b"PROOF" => PeerLine::Proof { mac: token(mac)? },
         (b"HERD", [w]) if &w[..] == b"WELCOME" => PeerLine::Welcome,
-        (b"SYNC", [p, e, s, i]) if &p[..] == b"PULL" => PeerLine::Pull {
-            epoch: epoch(e)?,
-            seq: number(s)?,
-            incarnation: u64::try_from(epoch(i)?).ok()?,
-        },
-        (b"SYNC", [d, e, s]) if &d[..] == b"DONE" => PeerLine::Done {
-            epoch: epoch(e)?,
-            seq: number(s)?,
+        (b"SYNC", [k, round, data]) => PeerLine::Sync {
+            kind: match &k[..] {
+                b"Q" => SyncKind::Query,
+                b"W" => SyncKind::Want,
+                b"A" => SyncKind::Answer,
+                _ => return None,
+            },
+            round: number(round)?,
+            payload: payload(data)?,
         },
         _ => return None,
     };
@@ -275,13 +285,14 @@ mod tests {
             b"AT Clark +0.100000000 kiwi +1+2 3x",
             b"HERD HELLO a b",
             b"HERD HELLO a b zz",
-            b"SYNC PULL x 1 1",
-            b"SYNC PULL 1 -1 1",
-            b"SYNC PULL 1 1",
-            b"SYNC PULL +ff +1 +a",
-            b"SYNC DONE +1 1",
-            b"SYNC PULL 1 1 10000000000000000",
-            b"SYNC NOPE 1 1",
+            b"SYNC Q x AAAA",
+            b"SYNC Q -1 AAAA",
+            b"SYNC Q 1",
+            b"SYNC Q +1 AAAA",
+            b"SYNC A 1 AA=A",
+            b"SYNC Q 18446744073709551616 AAAA",
+            b"SYNC NOPE 1 AAAA",
+            b"SYNC PULL 0 0 1",
         ] {
             assert_eq!(
                 p(bad),
@@ -302,7 +313,7 @@ mod tests {
         assert_eq!(r.server, "Clark");
         assert_eq!(r.time_diff, TimeDiff(263_873_386));
         assert_eq!(
-            r.at_line(),
+            r.at_line().to_vec(),
             b"AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
                 .to_vec()
         );
@@ -320,16 +331,20 @@ mod tests {
         );
         assert_eq!(p(b"HERD WELCOME"), Request::Peer(PeerLine::Welcome));
         assert_eq!(
-            p(b"SYNC PULL ff 12 a"),
-            Request::Peer(PeerLine::Pull {
-                epoch: 255,
-                seq: 12,
-                incarnation: 10
+            p(b"SYNC Q 12 AAEC-_"),
+            Request::Peer(PeerLine::Sync {
+                kind: SyncKind::Query,
+                round: 12,
+                payload: Bytes::from_static(b"AAEC-_")
             })
         );
         assert_eq!(
-            p(b"SYNC DONE 0 0"),
-            Request::Peer(PeerLine::Done { epoch: 0, seq: 0 })
+            p(b"SYNC A 0 A"),
+            Request::Peer(PeerLine::Sync {
+                kind: SyncKind::Answer,
+                round: 0,
+                payload: Bytes::from_static(b"A")
+            })
         );
     }
 

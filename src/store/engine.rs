@@ -1,0 +1,402 @@
+//! The storage seam: the few operations the store needs from an ordered key-value engine.
+//!
+//! Production runs on [`SledEngine`]; tests run the same store code on [`MemEngine`], which
+//! can lose everything not flushed (a crash), fail a flush, or stall a call, on command. The
+//! store's policy (newest wins, fingerprints for anti-entropy) lives above this trait and
+//! never sees which engine it has.
+//!
+//! Every call is made through [`Watched`], which notes how long each call has been inside the
+//! engine; a watchdog thread reports any call stuck longer than [`STALL`] and asks the engine
+//! to [`Engine::unstall`] itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A stored value, shared without copying.
+pub type Value = sled::IVec;
+
+/// An ordered map of byte strings with an explicit flush.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Value>>;
+    fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()>;
+    /// Calls `visit` on every entry with `lo <= key < hi` (no `hi`: to the end), in key order,
+    /// until it returns `false`.
+    fn scan(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &Value) -> bool,
+    ) -> Result<()>;
+    /// Makes every `put` that returned before this call durable.
+    fn flush(&self) -> Result<()>;
+    /// Called by the watchdog when a call has been stuck for [`STALL`].
+    fn unstall(&self) {}
+}
+
+/// sled's error as the herd's: an I/O error is told apart from anything else (corruption, a
+/// bug), because only the latter may ever justify moving a store aside.
+pub fn sled_error(path: &Path, doing: &str, e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(source) => Error::StoreIo {
+            path: path.to_owned(),
+            doing: doing.to_owned(),
+            source,
+        },
+        other => Error::store(path, format!("{doing}: {other}")),
+    }
+}
+
+/// The production engine: one sled tree, flushed through its database.
+pub struct SledEngine {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    /// With `durability = "flush"`: sled's files, synced after every flush.
+    files: Option<Mutex<crate::fsync::StoreFiles>>,
+}
+
+impl SledEngine {
+    pub fn new(path: PathBuf, db: sled::Db, tree: sled::Tree) -> SledEngine {
+        SledEngine {
+            path,
+            db,
+            tree,
+            files: None,
+        }
+    }
+
+    /// Makes every flush also `fdatasync` sled's files and `fsync` their directories, so a
+    /// flushed write survives a power cut, not only a process crash (`durability = "flush"`;
+    /// see `src/fsync.rs`).
+    pub fn power_safe(mut self) -> SledEngine {
+        self.files = Some(Mutex::new(crate::fsync::StoreFiles::new(&self.path)));
+        self
+    }
+}
+
+impl Engine for SledEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.tree
+            .get(key)
+            .map_err(|e| sled_error(&self.path, "read", e))
+    }
+
+    fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
+        self.tree
+            .insert(key, value)
+            .map(drop)
+            .map_err(|e| sled_error(&self.path, "write", e))
+    }
+
+    fn scan(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &Value) -> bool,
+    ) -> Result<()> {
+        let range = match hi {
+            Some(hi) => self.tree.range(lo..hi),
+            None => self.tree.range(lo..),
+        };
+        for entry in range {
+            let (k, v) = entry.map_err(|e| sled_error(&self.path, "scan", e))?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db
+            .flush()
+            .map_err(|e| sled_error(&self.path, "flush", e))?;
+        if let Some(files) = &self.files {
+            files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sync()
+                .map_err(|e| {
+                    Error::io(format!("sync the store's files in {}", self.path.display()), e)
+                })?;
+        }
+        Ok(())
+    }
+
+    /// sled 0.34 can deadlock under sustained overwrites (upstream issue 1412): a writer holds
+    /// a segment lock while it waits for a file truncation queued on sled's I/O pool, whose
+    /// threads all wait for that lock, and the pool grows only when its queue is deeper than
+    /// seven. Queuing a few flushes makes it start another thread, which takes the truncation
+    /// first (the queue is FIFO). The flushes themselves are harmless.
+    fn unstall(&self) {
+        use futures::FutureExt;
+        for _ in 0..8 {
+            let _ = self.db.flush_async().now_or_never();
+        }
+    }
+}
+
+/// What [`MemEngine`] should do wrong, and when.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Puts left before the engine "crashes": every later call fails until [`MemEngine::restart`].
+    crash_after: Option<u64>,
+    crashed: bool,
+    /// Flushes left to fail.
+    failing_flushes: u32,
+    /// The next call sleeps this long first.
+    stall: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Mem {
+    live: BTreeMap<Vec<u8>, Value>,
+    durable: BTreeMap<Vec<u8>, Value>,
+    faults: Faults,
+}
+
+/// An engine in memory that keeps, beside what it holds, what it had at its last flush, so a
+/// test can crash it between any two writes and restart it on what a disk would have kept.
+#[derive(Default)]
+pub struct MemEngine {
+    mem: Mutex<Mem>,
+}
+
+impl MemEngine {
+    pub fn new() -> MemEngine {
+        MemEngine::default()
+    }
+
+    /// After `puts` more puts succeed, the engine crashes: that put and every later call fail.
+    pub fn crash_after(&self, puts: u64) {
+        self.lock().faults.crash_after = Some(puts);
+    }
+
+    /// Crashes now: everything since the last flush is lost once restarted.
+    pub fn crash(&self) {
+        self.lock().faults.crashed = true;
+    }
+
+    /// The next `n` flushes fail (and keep nothing).
+    pub fn fail_flushes(&self, n: u32) {
+        self.lock().faults.failing_flushes = n;
+    }
+
+    /// The next call of any kind sleeps for `d` inside the engine.
+    pub fn stall_next(&self, d: Duration) {
+        self.lock().faults.stall = Some(d);
+    }
+
+    /// The engine a restart finds: what was flushed, and nothing else.
+    pub fn restart(&self) -> MemEngine {
+        let durable = self.lock().durable.clone();
+        MemEngine {
+            mem: Mutex::new(Mem {
+                live: durable.clone(),
+                durable,
+                faults: Faults::default(),
+            }),
+        }
+    }
+
+    /// Everything it holds now, for comparing stores.
+    pub fn contents(&self) -> BTreeMap<Vec<u8>, Value> {
+        self.lock().live.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a pending stall (outside the lock) and refuses calls after a crash.
+    fn enter(&self) -> Result<std::sync::MutexGuard<'_, Mem>> {
+        let stall = self.lock().faults.stall.take();
+        if let Some(d) = stall {
+            std::thread::sleep(d);
+        }
+        let mem = self.lock();
+        if mem.faults.crashed {
+            return Err(crashed());
+        }
+        Ok(mem)
+    }
+}
+
+fn crashed() -> Error {
+    Error::store("<memory>", "the engine has crashed")
+}
+
+impl Engine for MemEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        Ok(self.enter()?.live.get(key).cloned())
+    }
+
+    fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
+        let mut mem = self.enter()?;
+        if let Some(left) = mem.faults.crash_after.as_mut() {
+            if *left == 0 {
+                mem.faults.crashed = true;
+                return Err(crashed());
+            }
+            *left -= 1;
+        }
+        mem.live.insert(key.to_vec(), Value::from(value));
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &Value) -> bool,
+    ) -> Result<()> {
+        // A copy of the range, so `visit` runs without the lock, as it would over sled.
+        let entries: Vec<(Vec<u8>, Value)> = {
+            let mem = self.enter()?;
+            let range = match hi {
+                Some(hi) => mem.live.range(lo.to_vec()..hi.to_vec()),
+                None => mem.live.range(lo.to_vec()..),
+            };
+            range.map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        for (k, v) in &entries {
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut mem = self.enter()?;
+        if mem.faults.failing_flushes > 0 {
+            mem.faults.failing_flushes -= 1;
+            return Err(Error::store("<memory>", "flush failed (injected)"));
+        }
+        mem.durable = mem.live.clone();
+        Ok(())
+    }
+}
+
+/// How long one engine call may take before the watchdog reports it.
+pub const STALL: Duration = Duration::from_millis(250);
+
+/// How many calls can be watched at once; more concurrent calls go unwatched.
+const SLOTS: usize = 64;
+
+/// An engine whose every call is timed by a watchdog thread.
+pub struct Watched {
+    engine: Arc<dyn Engine>,
+    watch: Arc<Watch>,
+}
+
+struct Watch {
+    /// Per slot: when the call in it started (milliseconds since `clock`, plus one), or 0.
+    slots: [AtomicU64; SLOTS],
+    clock: Instant,
+    /// Stalls reported so far.
+    stalls: AtomicU64,
+    path: PathBuf,
+}
+
+/// Frees a watch slot when the call ends.
+struct Slot<'a>(Option<&'a AtomicU64>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            slot.store(0, Ordering::Release);
+        }
+    }
+}
+
+impl Watched {
+    /// Wraps `engine` and starts its watchdog thread, which ends when this is dropped.
+    pub fn new(engine: Arc<dyn Engine>, path: PathBuf) -> Watched {
+        let watch = Arc::new(Watch {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            clock: Instant::now(),
+            stalls: AtomicU64::new(0),
+            path,
+        });
+        spawn_watchdog(Arc::downgrade(&watch), Arc::downgrade(&engine));
+        Watched { engine, watch }
+    }
+
+    /// How many stalled calls the watchdog has reported.
+    pub fn stalls(&self) -> u64 {
+        self.watch.stalls.load(Ordering::Relaxed)
+    }
+
+    fn enter(&self) -> Slot<'_> {
+        let now = self.watch.clock.elapsed().as_millis() as u64 + 1;
+        for slot in &self.watch.slots {
+            if slot
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Slot(Some(slot));
+            }
+        }
+        Slot(None)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        let _slot = self.enter();
+        self.engine.get(key)
+    }
+
+    pub fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
+        let _slot = self.enter();
+        self.engine.put(key, value)
+    }
+
+    pub fn scan(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &Value) -> bool,
+    ) -> Result<()> {
+        let _slot = self.enter();
+        self.engine.scan(lo, hi, visit)
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        let _slot = self.enter();
+        self.engine.flush()
+    }
+}
+
+fn spawn_watchdog(watch: Weak<Watch>, engine: Weak<dyn Engine>) {
+    let spawned = std::thread::Builder::new()
+        .name("herd-store-watch".into())
+        .spawn(move || {
+            // One report (and one unstall) per stuck call, not one per tick.
+            let mut reported = [0u64; SLOTS];
+            loop {
+                std::thread::sleep(STALL / 4);
+                let (Some(watch), Some(engine)) = (watch.upgrade(), engine.upgrade()) else {
+                    return;
+                };
+                let now = watch.clock.elapsed().as_millis() as u64 + 1;
+                for (i, slot) in watch.slots.iter().enumerate() {
+                    let since = slot.load(Ordering::Acquire);
+                    let stuck = since != 0 && now - since >= STALL.as_millis() as u64;
+                    if stuck && reported[i] != since {
+                        reported[i] = since;
+                        watch.stalls.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(store = %watch.path.display(), stalled_ms = now - since, "a store call is stuck inside the storage engine; waking it");
+                        engine.unstall();
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the store watchdog");
+    }
+}

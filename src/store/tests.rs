@@ -1,0 +1,255 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::engine::MemEngine;
+use super::*;
+
+fn report(line: &str) -> Report {
+    Report::from_line(line)
+}
+
+fn mem(durability: Durability) -> (Arc<MemEngine>, Store) {
+    let engine = Arc::new(MemEngine::new());
+    let store = Store::with_engine(engine.clone(), durability, Duration::from_millis(5));
+    (engine, store)
+}
+
+async fn ready(store: &Store) {
+    for _ in 0..500 {
+        if store.ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("fingerprints never built");
+}
+
+#[tokio::test]
+async fn newest_wins_and_a_stale_report_costs_no_write() {
+    let (engine, store) = mem(Durability::Flush);
+    let old = report("AT A +0.100000000 kiwi +1+2 100");
+    let new = report("AT B +0.100000000 kiwi +1+2 200");
+    assert_eq!(
+        store.merge(new.clone(), None).await.unwrap(),
+        Merged::Stored
+    );
+    let before = engine.contents();
+    assert_eq!(store.merge(old, Some("B")).await.unwrap(), Merged::Stale);
+    assert_eq!(
+        store.merge(new.clone(), Some("B")).await.unwrap(),
+        Merged::Stale
+    );
+    assert_eq!(engine.contents(), before, "a stale report must not write");
+    assert_eq!(store.get(b"kiwi").unwrap().unwrap().report, new);
+}
+
+#[tokio::test]
+async fn an_acknowledged_report_survives_a_crash_and_an_unflushed_one_does_not_pretend() {
+    let (engine, store) = mem(Durability::Flush);
+    store
+        .merge(report("AT A +0.000000000 kept +1+2 1"), None)
+        .await
+        .unwrap();
+    // The next write is cut off by a crash: its submitter is told, not acknowledged.
+    engine.crash_after(0);
+    assert!(store
+        .merge(report("AT A +0.000000000 lost +1+2 1"), None)
+        .await
+        .is_err());
+    let restarted = Store::with_engine(
+        Arc::new(engine.restart()),
+        Durability::Flush,
+        Duration::from_millis(5),
+    );
+    assert!(restarted.get(b"kept").unwrap().is_some());
+    assert!(restarted.get(b"lost").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_failed_flush_is_never_acknowledged() {
+    let (engine, store) = mem(Durability::Flush);
+    engine.fail_flushes(1);
+    assert!(store
+        .merge(report("AT A +0.000000000 kiwi +1+2 1"), None)
+        .await
+        .is_err());
+    // The next flush works and covers the next report.
+    store
+        .merge(report("AT A +0.000000000 kiwi +1+2 2"), None)
+        .await
+        .unwrap();
+    let restarted = engine.restart();
+    assert_eq!(restarted.contents().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_engine_call_is_reported_and_reads_go_on() {
+    let (engine, store) = mem(Durability::Flush);
+    store
+        .merge(report("AT A +0.000000000 first +1+2 1"), None)
+        .await
+        .unwrap();
+    engine.stall_next(Duration::from_millis(700));
+    let writing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .merge(report("AT A +0.000000000 second +1+2 1"), None)
+                .await
+        })
+    };
+    // The writer is stuck inside the engine; a read on another thread is not.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    assert!(store.get(b"first").unwrap().is_some());
+    assert!(started.elapsed() < Duration::from_millis(300));
+    for _ in 0..100 {
+        if store.stalls() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.stalls(),
+        1,
+        "the watchdog reports the stuck call once"
+    );
+    assert_eq!(writing.await.unwrap().unwrap(), Merged::Stored);
+}
+
+#[tokio::test]
+async fn fingerprints_built_at_start_match_those_kept_on_every_write() {
+    let (engine, store) = mem(Durability::Flush);
+    ready(&store).await;
+    for i in 0..2000 {
+        store
+            .offer(
+                report(&format!("AT A +0.000000000 c{i} +1+2 {}", i % 7)),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..500 {
+        store
+            .offer(report(&format!("AT B +0.000000000 c{i} +1+2 100")), None)
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let kept = store.fingerprint(fingerprint::Node::ROOT).unwrap();
+    assert_eq!(kept.count, 2000);
+    assert_eq!(store.count(), Some(2000));
+    let rebuilt = Store::with_engine(
+        Arc::new(engine.restart()),
+        Durability::Flush,
+        Duration::from_millis(5),
+    );
+    ready(&rebuilt).await;
+    assert_eq!(rebuilt.fingerprint(fingerprint::Node::ROOT).unwrap(), kept);
+    // Every depth agrees with a scan of the same range.
+    let node = fingerprint::Node { depth: 4, index: 3 };
+    let mut scanned = Fingerprint::default();
+    for i in store.items(node, usize::MAX).unwrap().unwrap() {
+        scanned.add(i.item);
+    }
+    assert_eq!(rebuilt.fingerprint(node).unwrap(), scanned);
+}
+
+#[tokio::test]
+async fn writes_made_while_fingerprints_build_are_counted_once() {
+    let engine = Arc::new(MemEngine::new());
+    {
+        let store = Store::with_engine(engine.clone(), Durability::Flush, Duration::from_millis(5));
+        for i in 0..3000 {
+            store
+                .offer(report(&format!("AT A +0.000000000 c{i} +1+2 1")), None)
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    }
+    // Restart and write at once, racing the build.
+    let store = Store::with_engine(
+        Arc::new(engine.restart()),
+        Durability::Flush,
+        Duration::from_millis(5),
+    );
+    for i in 0..3000 {
+        store
+            .offer(report(&format!("AT A +0.000000000 c{i} +1+2 2")), None)
+            .await
+            .unwrap();
+        store
+            .offer(report(&format!("AT A +0.000000000 n{i} +1+2 2")), None)
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    ready(&store).await;
+    let mut scanned = Fingerprint::default();
+    for i in store
+        .items(fingerprint::Node::ROOT, usize::MAX)
+        .unwrap()
+        .unwrap()
+    {
+        scanned.add(i.item);
+    }
+    assert_eq!(scanned.count, 6000);
+    assert_eq!(store.fingerprint(fingerprint::Node::ROOT).unwrap(), scanned);
+}
+
+#[tokio::test]
+async fn close_applies_and_flushes_everything_submitted() {
+    let (engine, store) = mem(Durability::None);
+    for i in 0..100 {
+        store
+            .offer(report(&format!("AT A +0.000000000 c{i} +1+2 1")), None)
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    assert_eq!(engine.restart().contents().len(), 100);
+    assert!(store
+        .offer(report("AT A +0.000000000 late +1+2 1"), None)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_sled_store_reopens_with_its_records_and_is_locked_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let store = Store::open(dir.path(), &config).unwrap();
+    store
+        .merge(report("AT A +0.000000000 kiwi +1+2 1"), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), &config),
+        Err(Error::StoreLocked { .. })
+    ));
+    assert!(matches!(
+        open_for_inspection(dir.path()),
+        Err(Error::StoreLocked { .. })
+    ));
+    store.close().await;
+    drop(store);
+    let again = Store::open(dir.path(), &config).unwrap();
+    assert!(again.get(b"kiwi").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_whatsat_ticket_waits_for_the_write_before_it() {
+    let (engine, store) = mem(Durability::Flush);
+    engine.stall_next(Duration::from_millis(100));
+    let pending = store
+        .submit(report("AT A +0.000000000 kiwi +1+2 1"), None)
+        .await
+        .unwrap();
+    let ticket = pending.ticket;
+    store.wait_applied(ticket).await;
+    assert!(store.is_applied(ticket));
+    assert!(store.get(b"kiwi").unwrap().is_some());
+    pending.outcome().await.unwrap();
+}
