@@ -16,9 +16,11 @@
 //!   renames) is synced when it is new or its inode, length or modification time changed;
 //! - a directory is synced when its set of (name, inode) changed; the store's parent once.
 //!
-//! The group committer calls it after every flush (`durability = "flush"`), and shutdown calls
-//! [`sync_store_files`], which syncs everything; with `durability = "os"` neither runs, which
-//! is what `tests/power_loss.rs` shows losing answered reports.
+//! `SledEngine::flush` (`src/store/engine.rs`) runs it after sled's flush when
+//! `durability = "flush"`; the flusher thread flushes once per group commit and at shutdown,
+//! so one sync covers every batch waiting. With `durability = "os"` it does not run, which is
+//! what `tests/power_loss.rs` shows losing answered reports. [`sync_store_files`] syncs
+//! everything, remembering nothing.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -122,7 +122,10 @@ impl Engine for SledEngine {
                 .unwrap_or_else(|p| p.into_inner())
                 .sync()
                 .map_err(|e| {
-                    Error::io(format!("sync the store's files in {}", self.path.display()), e)
+                    Error::io(
+                        format!("sync the store's files in {}", self.path.display()),
+                        e,
+                    )
                 })?;
         }
         Ok(())
