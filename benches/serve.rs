@@ -4,8 +4,8 @@
 //!     cargo bench --bench serve
 //!     HERD_BENCH_SECS=20 cargo bench --bench serve      # longer runs
 //!
-//! - IAMAT with 64 connections, `durability = "flush"` against `"none"` (the baseline), in the
-//!   same run;
+//! - IAMAT with 64 connections, `durability = "flush"` and `"os"` against `"none"` (the
+//!   baseline), in the same run, and what the fdatasync costs (flush against os);
 //! - WHATSAT with 64 connections, offline provider, and the legacy Google provider against a
 //!   local HTTP server with a warm cache;
 //! - time from process start to accepting connections and to the readiness line;
@@ -152,11 +152,20 @@ fn main() {
     let node = Node::start(dir, "[store]\ndurability = \"none\"", &[]);
     let none = bench(&node.addr, &["--mode", "iamat"], secs);
     node.stop();
+    let node = Node::start(dir, "[store]\ndurability = \"os\"", &[]);
+    let os = bench(&node.addr, &["--mode", "iamat"], secs);
+    node.stop();
     let node = Node::start(dir, "[store]\ndurability = \"flush\"", &[]);
     let flush = bench(&node.addr, &["--mode", "iamat"], secs);
     node.stop();
     row("none", &none, None);
-    row("flush (group commit)", &flush, Some(&none));
+    row("os (group commit, no fdatasync)", &os, Some(&none));
+    row("flush (group commit + fdatasync)", &flush, Some(&none));
+    let rate = |r: &serde_json::Value| r["requests_per_sec"].as_f64().unwrap();
+    println!(
+        "\nflush / os throughput: {:.2} (the cost of fdatasync)",
+        rate(&flush) / rate(&os)
+    );
 
     println!("\nWHATSAT, one node, 64 connections, radius 10 km, bound 5\n");
     println!("| provider | requests/s | vs offline | p50 | p99 | p99.9 | max |");

@@ -62,10 +62,14 @@ struct TlsSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// An IAMAT is answered only after its report is flushed to disk (fsync), with concurrent
-    /// reports sharing one flush (group commit).
+    /// An IAMAT is answered only after its report is flushed by sled and the store's files
+    /// are `fdatasync`ed (and their directories `fsync`ed), with concurrent reports sharing
+    /// one flush (group commit). Survives a process crash, a kernel crash and a power cut.
     #[default]
     Flush,
+    /// An IAMAT is answered after sled's flush alone, which hands the data to the kernel
+    /// (`sync_file_range`) without `fdatasync`: survives a process crash, not a power cut.
+    Os,
     /// An IAMAT is answered as soon as its report is in the store's memory; the store is
     /// flushed in the background every `flush_every_ms`.
     None,
@@ -75,7 +79,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `"flush"` (default): answer after the report is on disk. `"none"`: answer at once.
+    /// `"flush"` (default): answer after the report is on disk, synced. `"os"`: answer after
+    /// sled's flush, before the sync. `"none"`: answer at once.
     pub durability: Durability,
     /// With `durability = "none"`, how often the store is flushed in the background.
     pub flush_every_ms: u64,
@@ -470,6 +475,21 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_durability_level_parses() {
+        for (text, level) in [
+            ("flush", Durability::Flush),
+            ("os", Durability::Os),
+            ("none", Durability::None),
+        ] {
+            let c = parse(&format!(
+                "[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"{text}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.store.durability, level);
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod fdlimit;
+pub mod fsync;
 pub mod herd;
 pub mod inspect;
 pub mod logging;

@@ -198,7 +198,11 @@ impl Store {
         let tree = db
             .open_tree(herd_migrations::records_tree(herd_migrations::CURRENT))
             .map_err(|e| engine::sled_error(&path, "open its records", e))?;
-        let engine = Arc::new(SledEngine::new(path.clone(), db, tree));
+        let mut engine = SledEngine::new(path.clone(), db, tree);
+        if config.durability == Durability::Flush {
+            engine = engine.power_safe();
+        }
+        let engine = Arc::new(engine);
         Ok(Store::start(
             path,
             engine,
