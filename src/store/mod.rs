@@ -8,18 +8,18 @@
 //!   write. Nothing else writes, so no lock is needed and no engine call ever runs on a tokio
 //!   worker while holding something others wait for. A report that does not win costs no
 //!   write.
-//! - **Group commit.** With `durability = "flush"` the writer hands each batch it applied to a
-//!   **flusher thread**, which flushes once for every batch waiting and only then completes
-//!   them: the report is flooded to the linked servers, then its submitter is told. While one
-//!   flush runs, the writer already applies the next batch. With `"none"` a batch completes as
-//!   soon as it is applied and the flusher flushes every `flush_every_ms`.
+//! - **Group commit.** With `durability = "flush"` the writer applies a batch (everything that
+//!   queued while it was busy, up to 1,024), flushes once, and only then completes it: the new
+//!   reports are flooded to the linked servers, then their submitters are told. Everything that
+//!   arrives during a flush forms the next batch. With `"none"` a batch completes as soon as it
+//!   is applied, and the writer flushes every `flush_every_ms` when a tick arrives.
 //! - A submission returns, in submission order, a ticket, and [`Store::is_applied`] tells
 //!   whether the writer has applied it. [`Store::get_in_order`] reads through the writer's
 //!   queue, so a WHATSAT pipelined behind an IAMAT sees exactly the writes submitted before it.
 //! - The fingerprints anti-entropy compares ([`fingerprint`]) are kept up to date by the
 //!   writer on every write, after being built once at start while the node already serves.
-//! - [`Store::close`] applies everything submitted before it, flushes, and stops both threads;
-//!   a submission after it fails.
+//! - [`Store::close`] applies everything submitted before it, flushes, and stops the writer; a
+//!   submission after it fails.
 //! - A store directory is locked (`herd.lock`) while open, so two processes never share it.
 //! - Every engine call is watched: one stuck longer than [`engine::STALL`] is logged, counted
 //!   and the engine is asked to unstall itself.
@@ -99,7 +99,7 @@ pub type OnStored = Box<dyn Fn(&Report, Option<&str>) + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Ticket(u64);
 
-/// A submitted report's outcome, once the writer (and the flusher) are done with it.
+/// A submitted report's outcome, once the writer is done with it (and has flushed it).
 pub struct Pending {
     pub ticket: Ticket,
     outcome: oneshot::Receiver<Result<Merged>>,
@@ -141,7 +141,6 @@ struct Shared {
     /// Hears of every report that did not win (metrics).
     on_stale: OnceLock<Box<dyn Fn() + Send + Sync>>,
     durability: Durability,
-    flush_every: Duration,
     /// Seconds each flush took, for whoever wants to know (metrics).
     on_flush: OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
 }
@@ -155,6 +154,8 @@ enum Op {
     },
     /// Completes once everything before it is durable.
     Flush(oneshot::Sender<Result<()>>),
+    /// Time for the periodic flush of `durability = "none"`.
+    Tick,
     /// Applies everything before it, flushes, and stops the writer.
     Close(oneshot::Sender<()>),
 }
@@ -243,10 +244,12 @@ impl Store {
             on_stored: OnceLock::new(),
             on_stale: OnceLock::new(),
             durability,
-            flush_every,
             on_flush: OnceLock::new(),
         });
         let (queue, rx) = mpsc::channel(QUEUE);
+        if durability == Durability::None {
+            spawn_ticker(flush_every, queue.downgrade());
+        }
         let writer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -380,8 +383,8 @@ impl Store {
         rx.await.unwrap_or_else(|_| Err(closed()))
     }
 
-    /// Applies and flushes everything submitted before this call, then stops the writer and
-    /// flusher threads. Later submissions fail.
+    /// Applies and flushes everything submitted before this call, then stops the writer thread.
+    /// Later submissions fail.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.queue.send(Op::Close(tx)).await.is_ok() {
@@ -628,24 +631,25 @@ struct Done {
     outcome: Result<Merged>,
 }
 
-/// What the writer hands the flusher.
+/// One batch: what it applied, and who waits for its flush.
 #[derive(Default)]
 struct Batch {
     done: Vec<Done>,
     barriers: Vec<oneshot::Sender<Result<()>>>,
 }
 
-/// The writer thread: applies submissions in queue order, batch by batch, and builds the
-/// fingerprints at start between batches.
+/// The writer thread: applies submissions in queue order, batch by batch, flushes once per
+/// batch, then completes the batch; it builds the fingerprints at start between batches.
+///
+/// Flushing here, between batches, rather than on a thread of its own beside the writes, is on
+/// purpose: with sled 0.34, a `flush` racing a stream of inserts from another thread was seen
+/// to wait forever in `make_stable` (in a 1,000,000-record load and once at a node's shutdown);
+/// a flush with no insert in flight never was. Group commit still holds: everything that
+/// queued while one flush ran is applied, and covered by the next, as one batch.
 fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
-    let (to_flusher, from_writer) = std::sync::mpsc::channel::<Batch>();
-    let flusher = {
-        let shared = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("herd-store-flush".into())
-            .spawn(move || run_flusher(shared, from_writer))
-            .expect("start the store flusher thread")
-    };
+    let periodic = shared.durability == Durability::None;
+    // Writes applied since the last flush (for the periodic flush of `durability = "none"`).
+    let mut dirty = false;
     let mut closing = None;
     while closing.is_none() {
         let first = if shared.leaves.built() < BUCKETS {
@@ -669,6 +673,7 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         let Some(first) = first else { break };
         let mut batch = Batch::default();
         let mut last = None;
+        let mut tick = false;
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(op) = next {
@@ -700,6 +705,7 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
                     let _ = reply.send(found);
                 }
                 Op::Flush(tx) => batch.barriers.push(tx),
+                Op::Tick => tick = true,
                 Op::Close(tx) => {
                     closing = Some(tx);
                     break;
@@ -713,63 +719,55 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         }
         if let Some(ticket) = last {
             shared.applied.send_replace(ticket);
+            dirty = true;
         }
-        if shared.durability == Durability::None {
+        if periodic {
             shared.complete(std::mem::take(&mut batch.done));
-        }
-        if !batch.done.is_empty() || !batch.barriers.is_empty() {
-            let _ = to_flusher.send(batch);
+            if (tick && dirty) || !batch.barriers.is_empty() || closing.is_some() {
+                finish(&shared, batch);
+                dirty = false;
+            }
+        } else if !batch.done.is_empty() || !batch.barriers.is_empty() {
+            finish(&shared, batch);
         }
     }
-    // Closing (or every handle dropped): the flusher flushes what it has and stops.
-    drop(to_flusher);
-    let _ = flusher.join();
+    // Closing (or every handle dropped): one last flush covers everything applied.
+    finish(&shared, Batch::default());
     if let Some(tx) = closing {
         let _ = tx.send(());
     }
 }
 
-/// The flusher thread: one flush for every batch waiting, then completes them.
-fn run_flusher(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Batch>) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let periodic = shared.durability == Durability::None;
-    loop {
-        let first = if periodic {
-            match rx.recv_timeout(shared.flush_every) {
-                Ok(b) => Some(b),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
-                Ok(b) => Some(b),
-                Err(_) => break,
-            }
-        };
-        let mut batches: Vec<Batch> = first.into_iter().collect();
-        batches.extend(rx.try_iter());
-        finish(&shared, batches);
+/// Queues a [`Op::Tick`] every `every` until the store's handles are gone.
+fn spawn_ticker(every: Duration, queue: mpsc::WeakSender<Op>) {
+    let spawned = std::thread::Builder::new()
+        .name("herd-store-tick".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(queue) = queue.upgrade() else { return };
+            // A full queue means a batch is coming anyway; its tick can wait.
+            let _ = queue.try_send(Op::Tick);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the store's flush ticker");
     }
-    // The writer is gone: one last flush covers everything it applied.
-    finish(&shared, Vec::new());
 }
 
-fn finish(shared: &Shared, batches: Vec<Batch>) {
+/// Flushes once, then completes the batch: floods and answers on success, errors on failure.
+fn finish(shared: &Shared, batch: Batch) {
     let result = shared.timed_flush();
     if let Err(e) = &result {
         tracing::error!(store = %shared.path.display(), error = %e, "store flush failed");
     }
-    for batch in batches {
-        match &result {
-            Ok(()) => shared.complete(batch.done),
-            Err(e) => shared.fail(batch.done, e),
-        }
-        for barrier in batch.barriers {
-            let _ = barrier.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Error::store(&shared.path, format!("flush failed: {e}"))),
-            });
-        }
+    match &result {
+        Ok(()) => shared.complete(batch.done),
+        Err(e) => shared.fail(batch.done, e),
+    }
+    for barrier in batch.barriers {
+        let _ = barrier.send(match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::store(&shared.path, format!("flush failed: {e}"))),
+        });
     }
 }
 
