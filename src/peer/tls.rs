@@ -225,7 +225,14 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, tls: Arc<T
     let (acceptor, reloaded) = tls.acceptor();
     let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
             // The dialer gave up (say, it took the link we dialled instead): not a refusal.
             tracing::debug!(%remote, "peer closed the connection during the TLS handshake");
             return;
