@@ -18,8 +18,12 @@
 //! - **redis**: Debian's `redis-server` with `appendonly yes`, `appendfsync always`, loaded with
 //!   `GEOADD` (skipped, with a message, where `redis-server` is not installed:
 //!   `apt-get install redis-server`);
-//! - **herd**: one `herd serve` node, `durability = "flush"`, logging every line as shipped, and
-//!   again with the line log filtered out (`RUST_LOG=warn`);
+//! - **herd**: one `herd serve` node, `durability = "flush"` (sled's flush plus `fdatasync`),
+//!   logging every line as shipped, and again with the line log filtered out (`RUST_LOG=warn`);
+//!   then `durability = "os"` (sled's flush only, the same work as the bare + sled row);
+//!
+//! and, when `HERD_BENCH_PREVIOUS` names another build of herd, that build the same way (a
+//! before/after row);
 //!
 //! then the classic workload, one connection per request, against the default five-node herd
 //! (requests spread over the five) and against the bare server; then anti-entropy on
@@ -133,13 +137,25 @@ fn redis_server(dir: &Path) -> Option<(Server, String)> {
 
 /// Starts the servers of `names` (linked as `links`), each logging as shipped unless `quiet`.
 fn herd_nodes(dir: &Path, names: &[&str], links: &str, quiet: bool) -> (Vec<Server>, Vec<String>) {
+    herd_nodes_of(HERD, dir, names, links, quiet, "")
+}
+
+/// [`herd_nodes`] with another build of herd (`HERD_BENCH_PREVIOUS`, for a before/after row).
+fn herd_nodes_of(
+    binary: &str,
+    dir: &Path,
+    names: &[&str],
+    links: &str,
+    quiet: bool,
+    extra: &str,
+) -> (Vec<Server>, Vec<String>) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let addrs: Vec<String> = names
         .iter()
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let mut config = format!("links = [{links}]\n[servers]\n");
+    let mut config = format!("links = [{links}]\n{extra}\n[servers]\n");
     for (n, a) in names.iter().zip(&addrs) {
         config.push_str(&format!("{n} = {a:?}\n"));
     }
@@ -147,7 +163,7 @@ fn herd_nodes(dir: &Path, names: &[&str], links: &str, quiet: bool) -> (Vec<Serv
     std::fs::write(&path, config).unwrap();
     let mut servers = Vec::new();
     for n in names {
-        let mut cmd = Command::new(HERD);
+        let mut cmd = Command::new(binary);
         cmd.args(["serve", n, "--config"])
             .arg(&path)
             .arg("--state-dir")
@@ -264,6 +280,23 @@ fn serve_section() {
         let (_nodes, addrs) = herd_nodes(&dir.join("one"), &["N"], "", quiet);
         let r = load(&addrs, &["--mode", "iamat"]);
         row(label, &r, &against);
+    }
+    {
+        // The same sync work as the bare + sled row (sled's flush, no fdatasync): what the
+        // herd's own logic costs on top of sled.
+        let os = "[store]\ndurability = \"os\"";
+        let (_nodes, addrs) = herd_nodes_of(HERD, &dir.join("os"), &["N"], "", true, os);
+        let r = load(&addrs, &["--mode", "iamat"]);
+        row("herd, durability = \"os\", RUST_LOG=warn", &r, &against);
+    }
+    if let Ok(previous) = std::env::var("HERD_BENCH_PREVIOUS") {
+        let (_nodes, addrs) = herd_nodes_of(&previous, &dir.join("prev"), &["N"], "", true, "");
+        let r = load(&addrs, &["--mode", "iamat"]);
+        row(
+            "previous herd build (HERD_BENCH_PREVIOUS), RUST_LOG=warn",
+            &r,
+            &against,
+        );
     }
 
     println!();
