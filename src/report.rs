@@ -57,7 +57,7 @@ impl Report {
         timestamp: Timestamp,
     ) -> Report {
         let line = render(&server, time_diff, &client, &location_text, &timestamp_text);
-        Report {
+        Report::from_stored(
             server,
             time_diff,
             client,
@@ -66,7 +66,7 @@ impl Report {
             timestamp_text,
             timestamp,
             line,
-        }
+        )
     }
 
     /// A report read back from the store, whose AT line was rendered when it was first made.
