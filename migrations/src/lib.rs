@@ -79,8 +79,13 @@ pub fn item_hash(at_line: &[u8]) -> u64 {
 
 /// The format 3 key of a client's record: its key hash, big-endian, then the ID.
 pub fn record_key(client: &[u8]) -> Vec<u8> {
+    record_key_with(key_hash(client), client)
+}
+
+/// [`record_key`] for a caller that already has the client's [`key_hash`].
+pub fn record_key_with(key_hash: u64, client: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + client.len());
-    key.extend_from_slice(&key_hash(client).to_be_bytes());
+    key.extend_from_slice(&key_hash.to_be_bytes());
     key.extend_from_slice(client);
     key
 }

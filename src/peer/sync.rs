@@ -387,7 +387,7 @@ impl Round {
     pub fn start(store: &Store, id: u64) -> Result<(Round, Vec<Job>), Violation> {
         let root = store.fingerprint(Node::ROOT)?;
         let window = (id % 4) as u8;
-        let mut round = Round {
+        let round = Round {
             id,
             window,
             open: VecDeque::from([Open::Root]),
@@ -408,7 +408,6 @@ impl Round {
                 window,
             },
         );
-        round.stats.questions = 1;
         Ok((round, vec![Job::Line(line)]))
     }
 

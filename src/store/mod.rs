@@ -319,8 +319,9 @@ impl Store {
         reply: Option<oneshot::Sender<Result<Merged>>>,
     ) -> Result<Ticket> {
         // Encoded here, on the submitter's thread, so the writer only reads, decides and writes.
-        let key = record_key(&report.client);
+        // One hash of the client ID gives both its bucket and its key.
         let key_hash = key_hash(&report.client);
+        let key = herd_migrations::record_key_with(key_hash, &report.client);
         let record = record_of(&report, from);
         let item = record.item;
         let value = codec::encode(&record).map_err(|e| Error::store(self.path(), e))?;
