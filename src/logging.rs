@@ -15,9 +15,11 @@
 use std::fmt;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -101,31 +103,77 @@ impl fmt::Display for Clipped<'_> {
 /// Writes `bytes` escaped, stopping before the output would pass `limit` bytes; a line cut
 /// short ends with `…(N bytes)`, N being the whole input's length.
 fn escape_into(f: &mut impl fmt::Write, bytes: &[u8], limit: usize) -> fmt::Result {
-    let mut written = 0usize;
+    escape_with(f, bytes, limit, |b| (0x20..0x7f).contains(&b) && b != b'\\')
+}
+
+/// The escaping loop of the log: runs of ASCII bytes that `raw` accepts are copied whole,
+/// every other character goes through [`write_char`] and every byte that is not UTF-8 becomes
+/// `\xNN`. Output stops before it would pass `limit` bytes (an escape is never cut in half),
+/// and then says `…(N bytes)`. `raw` must accept ASCII bytes only.
+fn escape_with(
+    out: &mut impl fmt::Write,
+    bytes: &[u8],
+    limit: usize,
+    raw: impl Fn(u8) -> bool,
+) -> fmt::Result {
+    let mut room = limit;
     let mut piece = String::new();
     for chunk in bytes.utf8_chunks() {
-        let invalid = chunk.invalid().iter().map(|&b| Err::<char, u8>(b));
-        for item in chunk.valid().chars().map(Ok).chain(invalid) {
+        let mut valid = chunk.valid();
+        while !valid.is_empty() {
+            let run = valid.bytes().position(|b| !raw(b)).unwrap_or(valid.len());
+            if run > 0 {
+                // Plain text, one byte a character: as much of it as fits.
+                let fits = run.min(room);
+                out.write_str(&valid[..fits])?;
+                room -= fits;
+                if fits < run {
+                    return write!(out, "…({} bytes)", bytes.len());
+                }
+                valid = &valid[run..];
+                continue;
+            }
+            let c = valid.chars().next().expect("not empty");
             piece.clear();
-            match item {
-                Ok(c) => write_char(&mut piece, c)?,
-                Err(b) => write!(piece, "\\x{b:02x}")?,
+            write_char(&mut piece, c)?;
+            if piece.len() > room {
+                return write!(out, "…({} bytes)", bytes.len());
             }
-            if written + piece.len() > limit {
-                return write!(f, "…({} bytes)", bytes.len());
+            out.write_str(&piece)?;
+            room -= piece.len();
+            valid = &valid[c.len_utf8()..];
+        }
+        for &b in chunk.invalid() {
+            piece.clear();
+            write!(piece, "\\x{b:02x}")?;
+            if piece.len() > room {
+                return write!(out, "…({} bytes)", bytes.len());
             }
-            written += piece.len();
-            f.write_str(&piece)?;
+            out.write_str(&piece)?;
+            room -= piece.len();
         }
     }
     Ok(())
 }
 
+/// Bytes of log records gathered before a write to the file.
+const LOG_BUFFER: usize = 64 * 1024;
+
 /// The directive that keeps the readiness line on whatever the filter.
 const READY: &str = "herd::ready=info";
 
-/// Keeps the file writer's background thread alive; drop it last to flush the log.
-pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
+/// Keeps the file writer's thread alive; drop it last: it writes out what is left and stops
+/// the thread.
+pub struct LogGuard(Option<(Arc<Batch>, std::thread::JoinHandle<()>)>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some((batch, thread)) = self.0.take() {
+            batch.stop();
+            let _ = thread.join();
+        }
+    }
+}
 
 /// Logs to `log_dir/NAME.log` and stderr, as `[log]` says.
 pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<LogGuard> {
@@ -134,10 +182,16 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
     let path = log_dir.join(format!("{name}.log"));
     LINE_BYTES.store(settings.line_bytes, Ordering::Relaxed);
     let file = LogFile::open(path, settings)?;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(1 << 16)
-        .finish(file);
+    let max_record = 2 * settings.line_bytes + 1024;
+    let batch = Arc::new(Batch::new(max_record));
+    let thread = {
+        let batch = Arc::clone(&batch);
+        std::thread::Builder::new()
+            .name("herd-log".into())
+            .spawn(move || batch.write_out(file))
+            .map_err(|e| Error::io("start the logging thread", e))?
+    };
+    let writer = Arc::clone(&batch);
     // The readiness line is part of the interface: whatever RUST_LOG says, it is logged.
     let filter = |default: &str| {
         EnvFilter::try_from_default_env()
@@ -147,11 +201,10 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
     let file_filter = filter("info");
     let stderr_filter = filter("warn");
     let ansi = std::io::stderr().is_terminal();
-    let max_record = 2 * settings.line_bytes + 1024;
     tracing_subscriber::registry()
         .with(
             tfmt::layer()
-                .with_writer(writer)
+                .with_writer(move || Record(Arc::clone(&writer)))
                 .with_ansi(false)
                 .with_filter(file_filter),
         )
@@ -164,14 +217,117 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
         )
         .try_init()
         .map_err(|e| Error::io("start logging", std::io::Error::other(e.to_string())))?;
-    Ok(LogGuard(Some(guard)))
+    Ok(LogGuard(Some((batch, thread))))
 }
 
-/// The node's log file: each record (one formatted event, handed over whole by the logging
-/// thread) is made one safe line of bounded length, and the file is rotated by size.
+/// How long the logging thread lets records gather after the first one arrives: a log line
+/// reaches the file at most about this late, and a burst of lines costs one wake-up and one
+/// write instead of one of each per line.
+const LINGER: Duration = Duration::from_millis(2);
+/// Bytes of safe lines waiting, at most; past it a logging caller waits for the file.
+const WAITING_MAX: usize = 8 << 20;
+
+/// Log records on their way to the file. Each caller makes its record a safe line itself
+/// ([`safe_record`]) and appends it; one thread ([`Batch::write_out`]) takes everything
+/// waiting, every [`LINGER`] while there is any, and writes it.
+struct Batch {
+    state: Mutex<Waiting>,
+    /// Wakes the logging thread (records arrived, or stop).
+    arrived: Condvar,
+    /// Wakes callers held back by [`WAITING_MAX`].
+    taken: Condvar,
+    max_record: usize,
+}
+
+#[derive(Default)]
+struct Waiting {
+    lines: Vec<u8>,
+    /// The logging thread is asleep until records arrive.
+    asleep: bool,
+    stop: bool,
+}
+
+impl Batch {
+    fn new(max_record: usize) -> Batch {
+        Batch {
+            state: Mutex::new(Waiting::default()),
+            arrived: Condvar::new(),
+            taken: Condvar::new(),
+            max_record,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn append(&self, record: &[u8]) {
+        let line = safe_record(record, self.max_record);
+        let mut state = self.lock();
+        while state.lines.len() > WAITING_MAX && !state.stop {
+            state = self.taken.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.lines.extend_from_slice(line.as_bytes());
+        if state.asleep {
+            state.asleep = false;
+            self.arrived.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.arrived.notify_one();
+    }
+
+    /// The logging thread: sleeps until records arrive, lets more gather for [`LINGER`],
+    /// writes them all, flushes; after [`Batch::stop`], writes what is left and returns.
+    fn write_out(&self, mut file: LogFile) {
+        let mut lines = Vec::new();
+        loop {
+            let stopping = {
+                let mut state = self.lock();
+                while state.lines.is_empty() && !state.stop {
+                    state.asleep = true;
+                    state = self.arrived.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                state.stop
+            };
+            if !stopping {
+                std::thread::sleep(LINGER);
+            }
+            std::mem::swap(&mut lines, &mut self.lock().lines);
+            self.taken.notify_all();
+            let written = file.write_lines(&lines).and_then(|()| file.flush());
+            if let Err(e) = written {
+                eprintln!("herd: cannot write log file {}: {e}", file.path.display());
+            }
+            lines.clear();
+            if stopping && self.lock().lines.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the event formatter writes one record (one event) to.
+struct Record(Arc<Batch>);
+
+impl Write for Record {
+    fn write(&mut self, record: &[u8]) -> std::io::Result<usize> {
+        self.0.append(record);
+        Ok(record.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The node's log file, written by the logging thread: safe lines of bounded length (see
+/// [`Batch`]), rotated by size, buffered and flushed after each batch.
 struct LogFile {
     path: PathBuf,
-    file: File,
+    file: BufWriter<File>,
     /// Bytes in the current file.
     size: u64,
     max_bytes: u64,
@@ -190,7 +346,7 @@ impl LogFile {
             .len();
         Ok(LogFile {
             path,
-            file,
+            file: BufWriter::with_capacity(LOG_BUFFER, file),
             size,
             max_bytes: settings.max_bytes,
             keep: settings.keep,
@@ -221,7 +377,10 @@ impl LogFile {
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }
-        self.file = crate::private_files::open_private(&self.path, true)?;
+        self.file = BufWriter::with_capacity(
+            LOG_BUFFER,
+            crate::private_files::open_private(&self.path, true)?,
+        );
         let note = format!(
             "{}  INFO herd::logging: log rotated max_bytes={} keep={}\n",
             utc_now(),
@@ -234,18 +393,30 @@ impl LogFile {
     }
 }
 
+impl LogFile {
+    /// Writes safe lines (each ended by its one newline), rotating the file where the next
+    /// line would take it past `max_bytes`.
+    fn write_lines(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+                if let Err(e) = self.rotate() {
+                    // Keep logging to the file we have; try again after another max_bytes.
+                    eprintln!("herd: cannot rotate log file {}: {e}", self.path.display());
+                    self.size = 0;
+                }
+            }
+            self.file.write_all(line)?;
+            self.size += line.len() as u64;
+        }
+        Ok(())
+    }
+}
+
 impl Write for LogFile {
+    /// Writes one record (a formatted event) as one safe line.
     fn write(&mut self, record: &[u8]) -> std::io::Result<usize> {
         let line = safe_record(record, self.max_record);
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
-            if let Err(e) = self.rotate() {
-                // Keep logging to the file we have; try again after another max_bytes.
-                eprintln!("herd: cannot rotate log file {}: {e}", self.path.display());
-                self.size = 0;
-            }
-        }
-        self.file.write_all(line.as_bytes())?;
-        self.size += line.len() as u64;
+        self.write_lines(line.as_bytes())?;
         Ok(record.len())
     }
 
@@ -293,25 +464,9 @@ fn safe_record_keeping(record: &[u8], max: usize, keep_esc: bool) -> String {
 /// field, and is harmless) and a backslash (already escaped by [`Escaped`] where it came
 /// from a client) are kept as they are, so a record made of escaped fields is not escaped twice.
 fn escape_record(out: &mut String, bytes: &[u8], limit: usize, keep_esc: bool) -> fmt::Result {
-    let mut written = 0usize;
-    for chunk in bytes.utf8_chunks() {
-        let invalid = chunk.invalid().iter().map(|&b| Err::<char, u8>(b));
-        for item in chunk.valid().chars().map(Ok).chain(invalid) {
-            let before = out.len();
-            match item {
-                Ok(c @ ('\t' | '\\')) => out.push(c),
-                Ok('\u{1b}') if keep_esc => out.push('\u{1b}'),
-                Ok(c) => write_char(out, c)?,
-                Err(b) => write!(out, "\\x{b:02x}")?,
-            }
-            written += out.len() - before;
-            if written > limit {
-                out.truncate(before);
-                return write!(out, "…({} bytes)", bytes.len());
-            }
-        }
-    }
-    Ok(())
+    escape_with(out, bytes, limit, |b| {
+        (0x20..0x7f).contains(&b) || b == b'\t' || (keep_esc && b == 0x1b)
+    })
 }
 
 /// The current UTC time as RFC 3339 with microseconds, as the event formatter writes it.
@@ -438,6 +593,51 @@ mod tests {
         drop(log);
         let log = LogFile::open(path.clone(), &settings).unwrap();
         assert_eq!(log.size, std::fs::metadata(&path).unwrap().len());
+    }
+
+    #[test]
+    fn batched_records_all_reach_the_file_as_single_lines_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("N.log");
+        let settings = LogConfig {
+            max_bytes: u64::MAX,
+            keep: 1,
+            line_bytes: 64,
+        };
+        let file = LogFile::open(path.clone(), &settings).unwrap();
+        let batch = Arc::new(Batch::new(1024));
+        let thread = {
+            let batch = Arc::clone(&batch);
+            std::thread::spawn(move || batch.write_out(file))
+        };
+        let callers: Vec<_> = (0..4)
+            .map(|t| {
+                let batch = Arc::clone(&batch);
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        batch.append(format!("t{t} n{i}\nsecond half\n").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.join().unwrap();
+        }
+        drop(LogGuard(Some((batch, thread))));
+        let log = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 20_000);
+        for t in 0..4 {
+            let mine: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with(&format!("t{t} ")))
+                .collect();
+            let expected: Vec<String> = (0..5_000)
+                .map(|i| format!("t{t} n{i}\\nsecond half"))
+                .collect();
+            assert_eq!(mine, expected);
+        }
     }
 
     #[test]
