@@ -46,8 +46,11 @@ fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         let addr = std::env::var("HERD_SUITE_ADDR").unwrap();
         return match role.as_str() {
-            "bare" => baseline::serve(&addr, None),
-            "sled" => baseline::serve(&addr, Some(std::env::var("HERD_SUITE_DIR").unwrap())),
+            "bare" => baseline::serve(&addr, None, false),
+            "sled" => baseline::serve(&addr, Some(std::env::var("HERD_SUITE_DIR").unwrap()), false),
+            "sled-sync" => {
+                baseline::serve(&addr, Some(std::env::var("HERD_SUITE_DIR").unwrap()), true)
+            }
             other => panic!("unknown role {other}"),
         };
     }
@@ -269,7 +272,17 @@ fn serve_section() {
             None
         }
     };
-    let mut against = vec![("bare", rate(&bare)), ("sled", rate(&sled))];
+    let synced = {
+        let (_s, addr) = baseline_server("sled-sync", dir);
+        load(&[addr], &["--mode", "iamat"])
+    };
+    row(
+        "bare + sled insert + flush + file sync per batch",
+        &synced,
+        &[("bare", rate(&bare)), ("sled", rate(&sled))],
+    );
+    // The durable rows do sled's flush plus the file sync; the "os" row sled's flush only.
+    let mut against = vec![("bare", rate(&bare)), ("sled+sync", rate(&synced))];
     if let Some(redis) = redis {
         against.push(("redis", redis));
     }
@@ -287,6 +300,8 @@ fn serve_section() {
         let os = "[store]\ndurability = \"os\"";
         let (_nodes, addrs) = herd_nodes_of(HERD, &dir.join("os"), &["N"], "", true, os);
         let r = load(&addrs, &["--mode", "iamat"]);
+        let mut against = against.clone();
+        against[1] = ("sled", rate(&sled));
         row("herd, durability = \"os\", RUST_LOG=warn", &r, &against);
     }
     if let Ok(previous) = std::env::var("HERD_BENCH_PREVIOUS") {
@@ -332,11 +347,11 @@ mod baseline {
     type Job = (Vec<u8>, oneshot::Sender<()>);
 
     /// Answers every line with `AT <the line>`; with a directory, only after the line is in
-    /// sled and a flush covering it has returned.
-    pub fn serve(addr: &str, sled_dir: Option<String>) {
+    /// sled and a flush covering it has returned (and, with `sync`, sled's files are synced).
+    pub fn serve(addr: &str, sled_dir: Option<String>, sync: bool) {
         let writer = sled_dir.map(|dir| {
             let (tx, rx) = mpsc::channel::<Job>();
-            std::thread::spawn(move || write_loop(&dir, rx));
+            std::thread::spawn(move || write_loop(&dir, sync, rx));
             tx
         });
         tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -372,9 +387,10 @@ mod baseline {
         });
     }
 
-    fn write_loop(dir: &str, rx: mpsc::Receiver<Job>) {
+    fn write_loop(dir: &str, sync: bool, rx: mpsc::Receiver<Job>) {
         let db = sled::open(dir).unwrap();
         let tree = db.open_tree("records").unwrap();
+        let mut files = sync.then(|| herd::fsync::StoreFiles::new(std::path::Path::new(dir)));
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
@@ -383,6 +399,9 @@ mod baseline {
                 tree.insert(key, line.as_slice()).unwrap();
             }
             db.flush().unwrap();
+            if let Some(files) = &mut files {
+                files.sync().unwrap();
+            }
             for (_, done) in batch {
                 let _ = done.send(());
             }
