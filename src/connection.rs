@@ -27,7 +27,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::cmd::{execute, Answer, Context};
-use crate::logging::{Clipped, Escaped};
+use crate::logging::{client_line, ConnTag, Direction, Escaped};
 use crate::node::Node;
 use crate::peer::handshake::{self, Accepted, Listener, Transport};
 use crate::peer::{auth, Liveness, PeerReader, PeerWriter, Session, Watched};
@@ -44,8 +44,15 @@ enum Step {
     Shutdown,
 }
 
-/// Serves one client until it leaves, misbehaves past a limit, or the node shuts down.
-pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: CancellationToken) {
+/// Serves one client until it leaves, misbehaves past a limit, or the node shuts down. `id`
+/// numbers the connection in the log.
+pub async fn serve(
+    node: Node,
+    stream: TcpStream,
+    id: u64,
+    remote: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let limits = node.config().limits.clone();
     if let Some(tls) = node.links().tls().cloned() {
@@ -68,6 +75,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
         writer: Box::new(wr),
         pending: FuturesOrdered::new(),
         remote,
+        tag: ConnTag::new(id, remote),
         write_timeout: limits.write_timeout(),
         liveness,
         refused_hellos: 0,
@@ -86,16 +94,21 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
     // does not touch the timer wheel.
     let timer = tokio::time::sleep_until(check_at);
     tokio::pin!(timer);
+    // Waited on once for the connection's life: a new wait every turn of the loop would
+    // join and leave the shared token's list of waiters, a lock every connection contends for.
+    let stop = shutdown.cancelled();
+    tokio::pin!(stop);
     let mut eof = false;
     let reason = loop {
         if eof && conn.pending.is_empty() {
             break "done";
         }
         let step = tokio::select! {
+            biased;
             Some(answer) = conn.pending.next(), if !conn.pending.is_empty() => Step::Answer(answer),
             frame = conn.reader.next(), if !eof && conn.pending.len() < limits.max_in_flight => Step::Frame(frame),
             _ = &mut timer, if !eof => Step::Timer,
-            _ = shutdown.cancelled(), if !eof => Step::Shutdown,
+            _ = &mut stop, if !eof => Step::Shutdown,
         };
         match step {
             Step::Answer(None) => break "the store failed",
@@ -111,7 +124,7 @@ pub async fn serve(node: Node, stream: TcpStream, remote: SocketAddr, shutdown: 
                     last_request = last_line;
                 }
                 check_at = (last_line + line_deadline).min(last_request + idle);
-                tracing::info!(dir = "in", line = %Clipped(&line));
+                conn.log(Direction::In, &line);
                 if let Request::Peer(PeerLine::Hello {
                     dialer,
                     listener,
@@ -206,6 +219,8 @@ struct Connection {
     writer: PeerWriter,
     pending: Pending,
     remote: SocketAddr,
+    /// What the connection's log records start with.
+    tag: ConnTag,
     write_timeout: Duration,
     /// Kept for the session if this connection becomes a peer link.
     liveness: std::sync::Arc<Liveness>,
@@ -213,10 +228,25 @@ struct Connection {
 }
 
 impl Connection {
+    /// Logs a line read or an answer written, if `RUST_LOG` keeps `info` records here.
+    fn log(&self, dir: Direction, line: &[u8]) {
+        if tracing::enabled!(tracing::Level::INFO) {
+            client_line(&self.tag, dir, line);
+        }
+    }
+
     /// Writes one answer whole, within the write deadline.
     async fn write(&mut self, answer: &[u8]) -> Result<(), &'static str> {
-        tracing::info!(dir = "out", line = %Clipped(answer.strip_suffix(b"\n").unwrap_or(answer)));
-        match tokio::time::timeout(self.write_timeout, self.writer.write_all(answer)).await {
+        self.log(Direction::Out, answer.strip_suffix(b"\n").unwrap_or(answer));
+        let write = self.writer.write_all(answer);
+        tokio::pin!(write);
+        // Nearly every answer fits the socket's buffer at once: only one that has to wait
+        // starts the deadline's timer.
+        let written = match futures::poll!(write.as_mut()) {
+            std::task::Poll::Ready(done) => Ok(done),
+            std::task::Poll::Pending => tokio::time::timeout(self.write_timeout, write).await,
+        };
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err("write failed"),
             Err(_) => {

@@ -145,7 +145,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
                     let counted = telemetry.connection_opened();
                     connections.spawn(
                         async move {
-                            crate::connection::serve(node, stream, remote, stop).await;
+                            crate::connection::serve(node, stream, id, remote, stop).await;
                             drop((counted, permit, slot));
                         }
                         .instrument(span),

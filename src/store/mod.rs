@@ -553,15 +553,56 @@ impl Shared {
     }
 
     /// Applies one submission: read, decide, write at most once.
-    fn apply(&self, s: &mut Submission) -> Result<Merged> {
-        let current = self.engine.get(&s.key)?;
-        let current = current.and_then(|v| self.decode_logged(&s.report.client, &v));
-        if decide(current.as_ref().map(|c| &c.report), &s.report) == Decision::Keep {
-            return Ok(Merged::Stale);
-        }
+    ///
+    /// Newest-wins looks past the client timestamp only when two are equal, so the stored
+    /// record is decoded whole only then. Its head (timestamp and item hash) comes from
+    /// `heads` when the client was written recently, else from the engine: a record starts
+    /// with both.
+    fn apply(&self, s: &mut Submission, heads: &mut Heads) -> Result<Merged> {
+        let incoming = s.report.timestamp;
+        let head = match heads.get(s.key_hash, &s.key) {
+            Some(head) => Some(Ok(head)),
+            None => self.engine.get(&s.key)?.map(|value| {
+                match codec::decode_prefix::<(u64, u64, u32)>(&value) {
+                    Ok((item, secs, nanos)) => Ok(Head {
+                        timestamp: Timestamp { secs, nanos },
+                        item,
+                    }),
+                    Err(_) => Err(value),
+                }
+            }),
+        };
+        let replaced = match head {
+            None => None,
+            Some(Ok(head)) if head.timestamp != incoming => {
+                if head.timestamp > incoming {
+                    return Ok(Merged::Stale);
+                }
+                Some(head.item)
+            }
+            // A tie (or a head that does not decode): the whole order decides.
+            Some(found) => {
+                let value = match found {
+                    Err(value) => Some(value),
+                    Ok(_) => self.engine.get(&s.key)?,
+                };
+                let current = value.and_then(|v| self.decode_logged(&s.report.client, &v));
+                if decide(current.as_ref().map(|c| &c.report), &s.report) == Decision::Keep {
+                    return Ok(Merged::Stale);
+                }
+                current.map(|c| c.item)
+            }
+        };
         self.engine.put(&s.key, std::mem::take(&mut s.value))?;
-        self.leaves
-            .replace(s.key_hash, current.map(|c| c.item), s.item);
+        self.leaves.replace(s.key_hash, replaced, s.item);
+        heads.insert(
+            s.key_hash,
+            &s.key,
+            Head {
+                timestamp: incoming,
+                item: s.item,
+            },
+        );
         Ok(Merged::Stored)
     }
 
@@ -624,6 +665,60 @@ impl Shared {
     }
 }
 
+/// What newest-wins needs first of a stored record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Head {
+    timestamp: Timestamp,
+    /// Its item hash (what the fingerprints add up).
+    item: u64,
+}
+
+/// Clients per generation of [`Heads`].
+const HEADS: usize = 16 * 1024;
+
+/// The heads of the records the writer wrote last, so a client that reports again and again
+/// costs one engine write and no engine read. The writer is the store's only writer, so what
+/// it remembers is what the engine holds. Two generations bound it: when the current one is
+/// full it becomes the previous one, and the previous one is forgotten.
+struct Heads {
+    current: std::collections::HashMap<u64, (Box<[u8]>, Head)>,
+    previous: std::collections::HashMap<u64, (Box<[u8]>, Head)>,
+}
+
+impl Heads {
+    fn new() -> Heads {
+        Heads {
+            current: std::collections::HashMap::with_capacity(HEADS),
+            previous: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The head of the record under `key` (whose hash is `key_hash`), if remembered.
+    ///
+    /// The newer generation that knows the hash answers: the previous one may hold an older
+    /// head of a client whose newer one the current generation has since lost to another
+    /// client with the same key hash.
+    fn get(&self, key_hash: u64, key: &[u8]) -> Option<Head> {
+        let (k, head) = self
+            .current
+            .get(&key_hash)
+            .or_else(|| self.previous.get(&key_hash))?;
+        (&k[..] == key).then_some(*head)
+    }
+
+    /// Remembers `head` as what the engine now holds under `key`.
+    fn insert(&mut self, key_hash: u64, key: &[u8], head: Head) {
+        if self.current.len() >= HEADS && !self.current.contains_key(&key_hash) {
+            self.previous = std::mem::replace(
+                &mut self.current,
+                std::collections::HashMap::with_capacity(HEADS),
+            );
+        }
+        // Two clients whose keys share a hash: the newer one is remembered, the other is read.
+        self.current.insert(key_hash, (key.into(), head));
+    }
+}
+
 /// One applied submission, waiting to be completed.
 struct Done {
     report: Report,
@@ -649,6 +744,7 @@ struct Batch {
 /// queued while one flush ran is applied, and covered by the next, as one batch.
 fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
     let periodic = shared.durability == Durability::None;
+    let mut heads = Heads::new();
     // Writes applied since the last flush (for the periodic flush of `durability = "none"`).
     let mut dirty = false;
     let mut closing = None;
@@ -680,7 +776,7 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         while let Some(op) = next {
             match op {
                 Op::Merge(mut s) => {
-                    let outcome = shared.apply(&mut s);
+                    let outcome = shared.apply(&mut s, &mut heads);
                     if let Err(e) = &outcome {
                         tracing::error!(store = %shared.path.display(), error = %e, "cannot store a report");
                     }

@@ -253,3 +253,57 @@ async fn a_whatsat_ticket_waits_for_the_write_before_it() {
     assert!(store.get(b"kiwi").unwrap().is_some());
     pending.outcome().await.unwrap();
 }
+
+#[test]
+fn remembered_heads_are_exact_across_generations_and_shared_key_hashes() {
+    let head = |secs| Head {
+        timestamp: Timestamp { secs, nanos: 0 },
+        item: secs,
+    };
+    let mut heads = Heads::new();
+    heads.insert(7, b"a", head(1));
+    assert_eq!(heads.get(7, b"a"), Some(head(1)));
+    assert_eq!(heads.get(7, b"b"), None, "another key with the same hash");
+    assert_eq!(heads.get(8, b"a"), None);
+    // Fill the current generation: "a" moves to the previous one and is still known.
+    for k in 0..HEADS as u64 {
+        heads.insert(1_000 + k, &k.to_be_bytes(), head(2));
+    }
+    assert_eq!(heads.get(7, b"a"), Some(head(1)));
+    // "a" is written again (into the current generation), then "b", sharing its hash,
+    // replaces it there: the previous generation's old head of "a" must not answer.
+    heads.insert(7, b"a", head(3));
+    heads.insert(7, b"b", head(4));
+    assert_eq!(heads.get(7, b"a"), None);
+    assert_eq!(heads.get(7, b"b"), Some(head(4)));
+    // Two more generations later everything early is forgotten.
+    for k in 0..2 * HEADS as u64 {
+        heads.insert(100_000 + k, &k.to_be_bytes(), head(5));
+    }
+    assert_eq!(heads.get(7, b"b"), None);
+}
+
+#[tokio::test]
+async fn newest_wins_holds_for_a_client_written_long_ago_and_on_ties() {
+    let (_engine, store) = mem(Durability::Flush);
+    let first = report("AT A +0.100000000 kiwi +1+2 100");
+    store.merge(first.clone(), None).await.unwrap();
+    // Push "kiwi" out of what the writer remembers, so its record is read back.
+    for k in 0..2 * HEADS + 1 {
+        let other = report(&format!("AT A +0.100000000 c{k} +1+2 100"));
+        store.offer(other, None).await.unwrap();
+    }
+    let older = report("AT A +0.100000000 kiwi +1+2 99");
+    assert_eq!(store.merge(older, None).await.unwrap(), Merged::Stale);
+    // Equal timestamps: the report received first (the smaller difference) wins.
+    let later_tie = report("AT B +0.200000000 kiwi +1+2 100");
+    assert_eq!(store.merge(later_tie, None).await.unwrap(), Merged::Stale);
+    let earlier_tie = report("AT B +0.050000000 kiwi +1+2 100");
+    assert_eq!(
+        store.merge(earlier_tie.clone(), None).await.unwrap(),
+        Merged::Stored
+    );
+    // And again while it is remembered.
+    assert_eq!(store.merge(first, None).await.unwrap(), Merged::Stale);
+    assert_eq!(store.get(b"kiwi").unwrap().unwrap().report, earlier_tie);
+}
