@@ -4,7 +4,7 @@
 //!     cargo bench --bench suite                  # everything (~3 min)
 //!     cargo bench --bench suite -- serve         # only the load sections
 //!     cargo bench --bench suite -- reconcile     # only anti-entropy and restart
-//!     HERD_BENCH_SECS=10 cargo bench --bench suite
+//!     HERD_BENCH_SECS=10 HERD_BENCH_ROUNDS=5 cargo bench --bench suite
 //!
 //! Every server is its own process, and every load comes from one generator, `herd bench`
 //! (64 connections, one request in flight on each), so the only thing that changes between
@@ -23,7 +23,10 @@
 //!   then `durability = "os"` (sled's flush only, the same work as the bare + sled row);
 //!
 //! and, when `HERD_BENCH_PREVIOUS` names another build of herd, that build the same way (a
-//! before/after row);
+//! before/after row). The rows run in rounds (`HERD_BENCH_ROUNDS`, default 3), each round
+//! every row in turn, and each row shows its median round and the spread: on a shared machine
+//! a single run of each, one after the other, measures the machine's drift as much as the
+//! servers;
 //!
 //! then the classic workload, one connection per request, against the default five-node herd
 //! (requests spread over the five) and against the bare server; then anti-entropy on
@@ -117,6 +120,11 @@ fn baseline_server(role: &str, dir: &Path) -> (Server, String) {
 }
 
 fn redis_server(dir: &Path) -> Option<(Server, String)> {
+    // A fresh directory each time: an append-only file left by an earlier round would be
+    // loaded first (and answered with -LOADING meanwhile).
+    let dir = dir.join("redis");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let child = Command::new("redis-server")
         .args([
@@ -129,7 +137,7 @@ fn redis_server(dir: &Path) -> Option<(Server, String)> {
         ])
         .args(["--appendonly", "yes", "--appendfsync", "always"])
         .arg("--dir")
-        .arg(dir)
+        .arg(&dir)
         .stdout(Stdio::null())
         .spawn()
         .ok()?;
@@ -213,127 +221,212 @@ fn rate(r: &serde_json::Value) -> f64 {
     r["requests_per_sec"].as_f64().unwrap()
 }
 
-fn row(label: &str, r: &serde_json::Value, against: &[(&str, f64)]) {
-    let l = &r["latency_us"];
-    let ratios: Vec<String> = against
-        .iter()
-        .map(|(name, base)| format!("{:.2}x {name}", rate(r) / base))
-        .collect();
-    println!(
-        "| {label} | {:.0} | {} | {} | {} | {} |",
-        rate(r),
-        if ratios.is_empty() {
-            "baseline".to_owned()
-        } else {
-            ratios.join(", ")
-        },
-        l["p50"],
-        l["p99"],
-        l["max"]
-    );
+/// Rounds each row is measured in (`HERD_BENCH_ROUNDS`, default 3): every round runs every
+/// row once, in turn, so a machine that slows down or speeds up midway weighs on all rows
+/// alike; each row shows its median round.
+fn rounds() -> usize {
+    std::env::var("HERD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
+/// One row of a table: what it runs, and the rows its ratios are taken against.
+struct Row<'a> {
+    key: &'static str,
+    label: String,
+    against: Vec<&'static str>,
+    /// Runs the row's server under load once; `None` when it cannot run here (why is printed).
+    run: Box<dyn Fn() -> Option<serde_json::Value> + 'a>,
+}
+
+impl<'a> Row<'a> {
+    fn new(
+        key: &'static str,
+        label: &str,
+        against: &[&'static str],
+        run: impl Fn() -> Option<serde_json::Value> + 'a,
+    ) -> Row<'a> {
+        Row {
+            key,
+            label: label.to_owned(),
+            against: against.to_vec(),
+            run: Box::new(run),
+        }
+    }
+}
+
+/// Runs `rows` for [`rounds`] rounds, interleaved, and prints each row's median round with
+/// its ratios to the medians of the rows it names, and the spread of its rounds.
+fn table(rows: &[Row]) {
+    println!("| server | requests/s (median) | rounds, min–max | ratio | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut results: Vec<Vec<serde_json::Value>> = vec![Vec::new(); rows.len()];
+    let mut skipped = vec![false; rows.len()];
+    for _ in 0..rounds() {
+        for (i, row) in rows.iter().enumerate() {
+            if skipped[i] {
+                continue;
+            }
+            match (row.run)() {
+                Some(r) => results[i].push(r),
+                None => skipped[i] = true,
+            }
+        }
+    }
+    let median = |i: usize| -> Option<&serde_json::Value> {
+        let mut by_rate: Vec<&serde_json::Value> = results[i].iter().collect();
+        by_rate.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+        by_rate.get(by_rate.len() / 2).copied()
+    };
+    for (i, row) in rows.iter().enumerate() {
+        let Some(r) = median(i) else {
+            continue;
+        };
+        let ratios: Vec<String> = row
+            .against
+            .iter()
+            .filter_map(|key| {
+                let j = rows.iter().position(|r| r.key == *key)?;
+                Some(format!("{:.2}x {key}", rate(r) / rate(median(j)?)))
+            })
+            .collect();
+        let rates: Vec<f64> = results[i].iter().map(rate).collect();
+        let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rates.iter().copied().fold(0.0, f64::max);
+        let l = &r["latency_us"];
+        println!(
+            "| {} | {:.0} | {} × {:.0}–{:.0} | {} | {} | {} | {} |",
+            row.label,
+            rate(r),
+            rates.len(),
+            lo,
+            hi,
+            if ratios.is_empty() {
+                "baseline".to_owned()
+            } else {
+                ratios.join(", ")
+            },
+            l["p50"],
+            l["p99"],
+            l["max"]
+        );
+    }
 }
 
 fn serve_section() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     println!(
-        "One node, 64 connections, one request in flight each, {} s per row; latency in µs.",
-        secs()
+        "One node, 64 connections, one request in flight each, {} s per run, {} rounds; latency in µs.",
+        secs(),
+        rounds()
     );
     println!();
-    println!("| server | requests/s | ratio | p50 | p99 | max |");
-    println!("|---|---|---|---|---|---|");
-    let bare = {
-        let (_s, addr) = baseline_server("bare", dir);
-        load(&[addr], &["--mode", "iamat"])
-    };
-    row("bare tokio line server", &bare, &[]);
-    let sled = {
-        let (_s, addr) = baseline_server("sled", dir);
-        load(&[addr], &["--mode", "iamat"])
-    };
-    row(
-        "bare + sled insert + flush per batch",
-        &sled,
-        &[("bare", rate(&bare))],
-    );
-    let redis = match redis_server(dir) {
-        Some((_s, addr)) => {
-            let r = load(&[addr], &["--mode", "geoadd"]);
-            row(
-                "redis GEOADD, appendfsync always",
-                &r,
-                &[("bare", rate(&bare))],
-            );
-            Some(rate(&r))
-        }
-        None => {
-            println!("| redis | skipped: redis-server is not installed (apt-get install redis-server) | | | | |");
-            None
+    let iamat = ["--mode", "iamat"];
+    let baseline = |role: &'static str| {
+        move || {
+            let (_s, addr) = baseline_server(role, dir);
+            Some(load(&[addr], &iamat))
         }
     };
-    let synced = {
-        let (_s, addr) = baseline_server("sled-sync", dir);
-        load(&[addr], &["--mode", "iamat"])
+    let herd = |sub: &'static str, quiet: bool, extra: &'static str| {
+        move || {
+            let (_nodes, addrs) = herd_nodes_of(HERD, &dir.join(sub), &["N"], "", quiet, extra);
+            Some(load(&addrs, &iamat))
+        }
     };
-    row(
-        "bare + sled insert + flush + file sync per batch",
-        &synced,
-        &[("bare", rate(&bare)), ("sled", rate(&sled))],
-    );
-    // The durable rows do sled's flush plus the file sync; the "os" row sled's flush only.
-    let mut against = vec![("bare", rate(&bare)), ("sled+sync", rate(&synced))];
-    if let Some(redis) = redis {
-        against.push(("redis", redis));
-    }
-    for (label, quiet) in [
-        ("herd, durable, every line logged", false),
-        ("herd, durable, RUST_LOG=warn", true),
-    ] {
-        let (_nodes, addrs) = herd_nodes(&dir.join("one"), &["N"], "", quiet);
-        let r = load(&addrs, &["--mode", "iamat"]);
-        row(label, &r, &against);
-    }
-    {
-        // The same sync work as the bare + sled row (sled's flush, no fdatasync): what the
-        // herd's own logic costs on top of sled.
-        let os = "[store]\ndurability = \"os\"";
-        let (_nodes, addrs) = herd_nodes_of(HERD, &dir.join("os"), &["N"], "", true, os);
-        let r = load(&addrs, &["--mode", "iamat"]);
-        let mut against = against.clone();
-        against[1] = ("sled", rate(&sled));
-        row("herd, durability = \"os\", RUST_LOG=warn", &r, &against);
-    }
+    let mut rows = vec![
+        Row::new("bare", "bare tokio line server", &[], baseline("bare")),
+        Row::new(
+            "sled",
+            "bare + sled insert + flush per batch",
+            &["bare"],
+            baseline("sled"),
+        ),
+        Row::new(
+            "sled+sync",
+            "bare + sled insert + flush + file sync per batch",
+            &["bare", "sled"],
+            baseline("sled-sync"),
+        ),
+        Row::new(
+            "redis",
+            "redis GEOADD, appendfsync always",
+            &["bare"],
+            || match redis_server(dir) {
+                Some((_s, addr)) => Some(load(&[addr], &["--mode", "geoadd"])),
+                None => {
+                    println!("redis: skipped, redis-server is not installed (apt-get install redis-server)");
+                    None
+                }
+            },
+        ),
+        // The durable rows do sled's flush plus the file sync; the "os" row sled's flush only.
+        Row::new(
+            "herd",
+            "herd, durable, every line logged",
+            &["bare", "sled+sync", "redis"],
+            herd("one", false, ""),
+        ),
+        Row::new(
+            "herd-quiet",
+            "herd, durable, RUST_LOG=warn",
+            &["bare", "sled+sync", "redis"],
+            herd("quiet", true, ""),
+        ),
+        Row::new(
+            "herd-os",
+            "herd, durability = \"os\", RUST_LOG=warn",
+            &["bare", "sled", "redis"],
+            herd("os", true, "[store]\ndurability = \"os\""),
+        ),
+    ];
     if let Ok(previous) = std::env::var("HERD_BENCH_PREVIOUS") {
-        let (_nodes, addrs) = herd_nodes_of(&previous, &dir.join("prev"), &["N"], "", true, "");
-        let r = load(&addrs, &["--mode", "iamat"]);
-        row(
+        rows.push(Row::new(
+            "previous",
             "previous herd build (HERD_BENCH_PREVIOUS), RUST_LOG=warn",
-            &r,
-            &against,
-        );
+            &["sled+sync", "herd-quiet"],
+            move || {
+                let (_nodes, addrs) =
+                    herd_nodes_of(&previous, &dir.join("prev"), &["N"], "", true, "");
+                Some(load(&addrs, &iamat))
+            },
+        ));
     }
+    table(&rows);
 
     println!();
     println!("The classic workload: a new connection for every request, 64 at a time.");
     println!();
-    println!("| server | requests/s | ratio | p50 | p99 | max |");
-    println!("|---|---|---|---|---|---|");
-    let bare_classic = {
-        let (_s, addr) = baseline_server("bare", dir);
-        load(&[addr], &["--mode", "iamat", "--connect-each"])
-    };
-    row("bare tokio line server", &bare_classic, &[]);
+    let classic = ["--mode", "iamat", "--connect-each"];
     let five = ["Bailey", "Bona", "Campbell", "Clark", "Jaquez"];
     let links = r#"["Clark","Jaquez"],["Clark","Bona"],["Campbell","Bailey"],["Campbell","Bona"],["Campbell","Jaquez"],["Bona","Bailey"]"#;
-    for (label, quiet) in [
-        ("five-node herd, every line logged", false),
-        ("five-node herd, RUST_LOG=warn", true),
-    ] {
-        let (_nodes, addrs) = herd_nodes(&dir.join("five"), &five, links, quiet);
-        let r = load(&addrs, &["--mode", "iamat", "--connect-each"]);
-        row(label, &r, &[("bare", rate(&bare_classic))]);
-    }
+    let five_node = |quiet: bool| {
+        move || {
+            let (_nodes, addrs) = herd_nodes(&dir.join("five"), &five, links, quiet);
+            Some(load(&addrs, &classic))
+        }
+    };
+    table(&[
+        Row::new("bare", "bare tokio line server", &[], || {
+            let (_s, addr) = baseline_server("bare", dir);
+            Some(load(&[addr], &classic))
+        }),
+        Row::new(
+            "five",
+            "five-node herd, every line logged",
+            &["bare"],
+            five_node(false),
+        ),
+        Row::new(
+            "five-quiet",
+            "five-node herd, RUST_LOG=warn",
+            &["bare"],
+            five_node(true),
+        ),
+    ]);
 }
 
 /// The two baseline servers, kept here so that what they do is plain to read.

@@ -103,12 +103,14 @@ pub async fn serve(
         if eof && conn.pending.is_empty() {
             break "done";
         }
+        // In this order, so that neither a shutdown nor a deadline waits behind a client
+        // whose lines are always ready.
         let step = tokio::select! {
             biased;
+            _ = &mut stop, if !eof => Step::Shutdown,
+            _ = &mut timer, if !eof => Step::Timer,
             Some(answer) = conn.pending.next(), if !conn.pending.is_empty() => Step::Answer(answer),
             frame = conn.reader.next(), if !eof && conn.pending.len() < limits.max_in_flight => Step::Frame(frame),
-            _ = &mut timer, if !eof => Step::Timer,
-            _ = &mut stop, if !eof => Step::Shutdown,
         };
         match step {
             Step::Answer(None) => break "the store failed",

@@ -31,7 +31,11 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes a value. Only fails for values bincode cannot represent, which no store type is.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    Ok(bincode::serde::encode_to_vec(value, config())?)
+    // Room for a whole record up front: growing the buffer while encoding cost more than
+    // the encoding itself.
+    let mut out = Vec::with_capacity(256);
+    bincode::serde::encode_into_std_write(value, &mut out, config())?;
+    Ok(out)
 }
 
 /// Decodes a value that must fill `bytes` exactly.
