@@ -209,6 +209,28 @@ pub mod v3 {
         pub learned_from: Option<String>,
     }
 
+    /// A [`Record`] whose strings are borrowed, for writing one without copying its fields
+    /// first: it encodes to exactly the bytes of the owned record with the same values.
+    #[derive(Clone, Copy, Debug, Serialize)]
+    pub struct RecordRef<'a> {
+        pub item: u64,
+        pub timestamp_secs: u64,
+        pub timestamp_nanos: u32,
+        pub server: &'a str,
+        pub time_diff_nanos: i128,
+        #[serde(with = "serde_bytes")]
+        pub location: &'a [u8],
+        pub latitude: f64,
+        pub longitude: f64,
+        #[serde(with = "serde_bytes")]
+        pub timestamp: &'a [u8],
+        pub received_secs: u64,
+        pub received_nanos: u32,
+        #[serde(with = "serde_bytes")]
+        pub at: &'a [u8],
+        pub learned_from: Option<&'a str>,
+    }
+
     impl From<v2::Record> for Record {
         fn from(r: v2::Record) -> Record {
             Record {
@@ -400,6 +422,22 @@ mod tests {
         };
         let bytes = codec::encode(&r).unwrap();
         assert_eq!(bytes, codec::encode(&plain).unwrap());
+        let borrowed = v3::RecordRef {
+            item: r.item,
+            timestamp_secs: r.timestamp_secs,
+            timestamp_nanos: r.timestamp_nanos,
+            server: &r.server,
+            time_diff_nanos: r.time_diff_nanos,
+            location: &r.location,
+            latitude: r.latitude,
+            longitude: r.longitude,
+            timestamp: &r.timestamp,
+            received_secs: r.received_secs,
+            received_nanos: r.received_nanos,
+            at: &r.at,
+            learned_from: r.learned_from.as_deref(),
+        };
+        assert_eq!(bytes, codec::encode(&borrowed).unwrap());
         assert_eq!(codec::decode::<v3::Record>(&bytes).unwrap(), r);
         assert_eq!(codec::decode::<_>(&bytes).ok(), Some(plain));
     }

@@ -112,12 +112,22 @@ impl fmt::Display for TimeDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.0 < 0 { '-' } else { '+' };
         let abs = self.0.unsigned_abs();
-        write!(
-            f,
-            "{sign}{}.{:09}",
-            abs / 1_000_000_000,
-            abs % 1_000_000_000
-        )
+        // Every difference between two 64-bit-second times but the most extreme fits 64 bits,
+        // where division and printing are far cheaper than in 128.
+        match u64::try_from(abs) {
+            Ok(abs) => write!(
+                f,
+                "{sign}{}.{:09}",
+                abs / 1_000_000_000,
+                abs % 1_000_000_000
+            ),
+            Err(_) => write!(
+                f,
+                "{sign}{}.{:09}",
+                abs / 1_000_000_000,
+                abs % 1_000_000_000
+            ),
+        }
     }
 }
 
@@ -321,6 +331,20 @@ mod tests {
         );
         assert_eq!(TimeDiff::parse(b"0.263873386"), None);
         assert_eq!(TimeDiff::parse(b"+0.26387338"), None);
+        // Both sides of the 64-bit boundary of the magnitude print the same way.
+        let max = Timestamp {
+            secs: u64::MAX,
+            nanos: 999_999_999,
+        };
+        let extreme = TimeDiff::between(Timestamp::default(), max);
+        assert_eq!(extreme.to_string(), "-18446744073709551615.999999999");
+        assert_eq!(
+            TimeDiff::parse(extreme.to_string().as_bytes()),
+            Some(extreme)
+        );
+        let edge = TimeDiff(i128::from(u64::MAX));
+        assert_eq!(edge.to_string(), "+18446744073.709551615");
+        assert_eq!(TimeDiff(edge.0 + 1).to_string(), "+18446744073.709551616");
     }
 
     #[test]

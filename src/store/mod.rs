@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herd_migrations::v3::RecordRef;
 use herd_migrations::{codec, key_hash, record_key, Record};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -597,7 +598,7 @@ impl Shared {
         self.leaves.replace(s.key_hash, replaced, s.item);
         heads.insert(
             s.key_hash,
-            &s.key,
+            std::mem::take(&mut s.key),
             Head {
                 timestamp: incoming,
                 item: s.item,
@@ -681,8 +682,8 @@ const HEADS: usize = 16 * 1024;
 /// it remembers is what the engine holds. Two generations bound it: when the current one is
 /// full it becomes the previous one, and the previous one is forgotten.
 struct Heads {
-    current: std::collections::HashMap<u64, (Box<[u8]>, Head)>,
-    previous: std::collections::HashMap<u64, (Box<[u8]>, Head)>,
+    current: std::collections::HashMap<u64, (Vec<u8>, Head)>,
+    previous: std::collections::HashMap<u64, (Vec<u8>, Head)>,
 }
 
 impl Heads {
@@ -707,7 +708,7 @@ impl Heads {
     }
 
     /// Remembers `head` as what the engine now holds under `key`.
-    fn insert(&mut self, key_hash: u64, key: &[u8], head: Head) {
+    fn insert(&mut self, key_hash: u64, key: Vec<u8>, head: Head) {
         if self.current.len() >= HEADS && !self.current.contains_key(&key_hash) {
             self.previous = std::mem::replace(
                 &mut self.current,
@@ -715,7 +716,7 @@ impl Heads {
             );
         }
         // Two clients whose keys share a hash: the newer one is remembered, the other is read.
-        self.current.insert(key_hash, (key.into(), head));
+        self.current.insert(key_hash, (key, head));
     }
 }
 
@@ -868,24 +869,25 @@ fn finish(shared: &Shared, batch: Batch) {
     }
 }
 
-/// The stored form of a report, learned from peer `from` (or from a client).
-pub fn record_of(report: &Report, from: Option<&str>) -> Record {
+/// The stored form of a report, learned from peer `from` (or from a client), borrowing the
+/// report's fields: it is only encoded.
+pub fn record_of<'a>(report: &'a Report, from: Option<&'a str>) -> RecordRef<'a> {
     let received = report.received().unwrap_or_default();
     let at = report.at_line();
-    Record {
+    RecordRef {
         item: herd_migrations::item_hash(at),
-        server: report.server.clone(),
+        server: &report.server,
         time_diff_nanos: report.time_diff.0,
-        location: report.location_text.to_vec(),
+        location: &report.location_text,
         latitude: report.location.latitude,
         longitude: report.location.longitude,
-        timestamp: report.timestamp_text.to_vec(),
+        timestamp: &report.timestamp_text,
         timestamp_secs: report.timestamp.secs,
         timestamp_nanos: report.timestamp.nanos,
         received_secs: received.secs,
         received_nanos: received.nanos,
-        at: at.to_vec(),
-        learned_from: from.map(str::to_owned),
+        at,
+        learned_from: from,
     }
 }
 

@@ -261,24 +261,24 @@ fn remembered_heads_are_exact_across_generations_and_shared_key_hashes() {
         item: secs,
     };
     let mut heads = Heads::new();
-    heads.insert(7, b"a", head(1));
+    heads.insert(7, b"a".to_vec(), head(1));
     assert_eq!(heads.get(7, b"a"), Some(head(1)));
     assert_eq!(heads.get(7, b"b"), None, "another key with the same hash");
     assert_eq!(heads.get(8, b"a"), None);
     // Fill the current generation: "a" moves to the previous one and is still known.
     for k in 0..HEADS as u64 {
-        heads.insert(1_000 + k, &k.to_be_bytes(), head(2));
+        heads.insert(1_000 + k, k.to_be_bytes().to_vec(), head(2));
     }
     assert_eq!(heads.get(7, b"a"), Some(head(1)));
     // "a" is written again (into the current generation), then "b", sharing its hash,
     // replaces it there: the previous generation's old head of "a" must not answer.
-    heads.insert(7, b"a", head(3));
-    heads.insert(7, b"b", head(4));
+    heads.insert(7, b"a".to_vec(), head(3));
+    heads.insert(7, b"b".to_vec(), head(4));
     assert_eq!(heads.get(7, b"a"), None);
     assert_eq!(heads.get(7, b"b"), Some(head(4)));
     // Two more generations later everything early is forgotten.
     for k in 0..2 * HEADS as u64 {
-        heads.insert(100_000 + k, &k.to_be_bytes(), head(5));
+        heads.insert(100_000 + k, k.to_be_bytes().to_vec(), head(5));
     }
     assert_eq!(heads.get(7, b"b"), None);
 }
