@@ -76,6 +76,9 @@ pub async fn serve(
         pending: FuturesOrdered::new(),
         remote,
         tag: ConnTag::new(id, remote),
+        // Asked once: the filter does not change while the node runs, and the question costs
+        // more than the record.
+        log_lines: tracing::enabled!(tracing::Level::INFO),
         write_timeout: limits.write_timeout(),
         liveness,
         refused_hellos: 0,
@@ -223,6 +226,8 @@ struct Connection {
     remote: SocketAddr,
     /// What the connection's log records start with.
     tag: ConnTag,
+    /// Whether `RUST_LOG` keeps this connection's `info` records (its lines).
+    log_lines: bool,
     write_timeout: Duration,
     /// Kept for the session if this connection becomes a peer link.
     liveness: std::sync::Arc<Liveness>,
@@ -232,7 +237,7 @@ struct Connection {
 impl Connection {
     /// Logs a line read or an answer written, if `RUST_LOG` keeps `info` records here.
     fn log(&self, dir: Direction, line: &[u8]) {
-        if tracing::enabled!(tracing::Level::INFO) {
+        if self.log_lines {
             client_line(&self.tag, dir, line);
         }
     }

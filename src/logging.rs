@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
+use tracing::Level;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt as tfmt, EnvFilter, Layer};
@@ -192,37 +194,65 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
             .map_err(|e| Error::io("start the logging thread", e))?
     };
     let writer = Arc::clone(&batch);
+    // The readiness line is part of the interface: whatever RUST_LOG says, it is logged.
+    let from_env = EnvFilter::try_from_default_env()
+        .ok()
+        .map(|f| f.add_directive(READY.parse().expect("a valid directive")));
     let _ = LINES.set(LineSink {
         batch: Arc::clone(&batch),
-        // Without RUST_LOG, stderr takes warnings only; with it, both filters are the same.
-        stderr: std::env::var_os("RUST_LOG").is_some(),
+        // Without RUST_LOG, stderr takes warnings only; with it, both take the same records.
+        stderr: from_env.is_some(),
     });
-    // The readiness line is part of the interface: whatever RUST_LOG says, it is logged.
-    let filter = |default: &str| {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(default))
-            .add_directive(READY.parse().expect("a valid directive"))
-    };
-    let file_filter = filter("info");
-    let stderr_filter = filter("warn");
     let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::registry()
-        .with(
-            tfmt::layer()
-                .with_writer(move || Record(Arc::clone(&writer)))
-                .with_ansi(false)
-                .with_filter(file_filter),
-        )
-        .with(
-            tfmt::layer()
-                .with_writer(move || SafeStderr { ansi, max_record })
-                .with_ansi(ansi)
-                .with_target(false)
-                .with_filter(stderr_filter),
-        )
-        .try_init()
-        .map_err(|e| Error::io("start logging", std::io::Error::other(e.to_string())))?;
+    let file = || {
+        let writer = Arc::clone(&writer);
+        move || Record(Arc::clone(&writer))
+    };
+    let stderr = move || SafeStderr { ansi, max_record };
+    let started = match from_env {
+        // One filter for both: the same records go to the file and to stderr.
+        Some(filter) => tracing_subscriber::registry()
+            .with(filter)
+            .with(file_layer(file()))
+            .with(stderr_layer(stderr, ansi))
+            .try_init(),
+        // By default, filters that decide by level and target alone: unlike `EnvFilter`, they
+        // take no lock each time a task enters or leaves its span (every poll of every
+        // connection).
+        None => tracing_subscriber::registry()
+            .with(file_layer(file()).with_filter(LevelFilter::INFO))
+            .with(
+                stderr_layer(stderr, ansi).with_filter(
+                    Targets::new()
+                        .with_default(Level::WARN)
+                        .with_target("herd::ready", Level::INFO),
+                ),
+            )
+            .try_init(),
+    };
+    started.map_err(|e| Error::io("start logging", std::io::Error::other(e.to_string())))?;
     Ok(LogGuard(Some((batch, thread))))
+}
+
+/// The log file's event formatter, over whatever subscriber it is layered on.
+fn file_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tfmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tfmt::layer().with_writer(writer).with_ansi(false)
+}
+
+/// stderr's event formatter: no target, colours on a terminal.
+fn stderr_layer<S, W>(writer: W, ansi: bool) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tfmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tfmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_target(false)
 }
 
 /// Where [`client_line`] writes: the node's log file, and stderr when `RUST_LOG` asks for
@@ -498,6 +528,12 @@ impl LogFile {
     /// Writes safe lines (each ended by its one newline), rotating the file where the next
     /// line would take it past `max_bytes`.
     fn write_lines(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        if self.size + lines.len() as u64 <= self.max_bytes {
+            // The whole batch fits the current file: one copy, no line by line.
+            self.file.write_all(lines)?;
+            self.size += lines.len() as u64;
+            return Ok(());
+        }
         for line in lines.split_inclusive(|&b| b == b'\n') {
             if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
                 if let Err(e) = self.rotate() {
