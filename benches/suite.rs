@@ -384,16 +384,27 @@ fn serve_section() {
         ),
     ];
     if let Ok(previous) = std::env::var("HERD_BENCH_PREVIOUS") {
-        rows.push(Row::new(
-            "previous",
-            "previous herd build (HERD_BENCH_PREVIOUS), RUST_LOG=warn",
-            &["sled+sync", "herd-quiet"],
-            move || {
+        for (key, label, quiet, against) in [
+            (
+                "previous",
+                "previous herd build (HERD_BENCH_PREVIOUS), every line logged",
+                false,
+                "herd",
+            ),
+            (
+                "previous-quiet",
+                "previous herd build (HERD_BENCH_PREVIOUS), RUST_LOG=warn",
+                true,
+                "herd-quiet",
+            ),
+        ] {
+            let previous = previous.clone();
+            rows.push(Row::new(key, label, &["sled+sync", against], move || {
                 let (_nodes, addrs) =
-                    herd_nodes_of(&previous, &dir.join("prev"), &["N"], "", true, "");
+                    herd_nodes_of(&previous, &dir.join("prev"), &["N"], "", quiet, "");
                 Some(load(&addrs, &iamat))
-            },
-        ));
+            }));
+        }
     }
     table(&rows);
 
