@@ -286,9 +286,10 @@ impl ConnTag {
 /// Logs one line a client sent or one answer, exactly as `tracing::info!(dir, line =
 /// %Clipped(line))` in the connection's span would, but formatted straight into the log's
 /// batch: these two records are written for every request, and going through the general
-/// event formatter cost more than the request itself. The caller checks that the `info` level
-/// is enabled for its callsite (`tracing::enabled!`), so `RUST_LOG` filters these records as
-/// it filters every other. Outside a node (no log file set up), it logs through `tracing`.
+/// event formatter cost more than the request itself. The caller asks `tracing::enabled!`
+/// whether `info` records are kept where it is (a connection asks once, inside its span), so
+/// `RUST_LOG` filters these records as it filters every other. Outside a node (no log file set
+/// up), it logs through `tracing`.
 pub fn client_line(tag: &ConnTag, dir: Direction, line: &[u8]) {
     let dir_text = match dir {
         Direction::In => "in",
