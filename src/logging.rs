@@ -22,7 +22,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use tracing::Level;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt as tfmt, EnvFilter, Layer};
@@ -163,6 +164,8 @@ const LOG_BUFFER: usize = 64 * 1024;
 
 /// The directive that keeps the readiness line on whatever the filter.
 const READY: &str = "herd::ready=info";
+/// The readiness line's target.
+const READY_TARGET: &str = "herd::ready";
 
 /// Keeps the file writer's thread alive; drop it last: it writes out what is left and stops
 /// the thread.
@@ -216,18 +219,19 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
             .with(file_layer(file()))
             .with(stderr_layer(stderr, ansi))
             .try_init(),
-        // By default, filters that decide by level and target alone: unlike `EnvFilter`, they
-        // take no lock each time a task enters or leaves its span (every poll of every
-        // connection).
+        // By default, one filter by level for everything, and stderr picks its records by
+        // level and target when it writes them. Neither takes a lock or looks a span up each
+        // time a task enters or leaves its span (every poll of every connection), as an
+        // `EnvFilter` or a per-layer filter would.
         None => tracing_subscriber::registry()
-            .with(file_layer(file()).with_filter(LevelFilter::INFO))
-            .with(
-                stderr_layer(stderr, ansi).with_filter(
-                    Targets::new()
-                        .with_default(Level::WARN)
-                        .with_target("herd::ready", Level::INFO),
-                ),
-            )
+            .with(LevelFilter::INFO)
+            .with(file_layer(file()))
+            .with(stderr_layer(
+                stderr.with_filter(|meta: &tracing::Metadata<'_>| {
+                    *meta.level() <= Level::WARN || meta.target() == READY_TARGET
+                }),
+                ansi,
+            ))
             .try_init(),
     };
     started.map_err(|e| Error::io("start logging", std::io::Error::other(e.to_string())))?;
