@@ -162,9 +162,7 @@ fn escape_with(
 /// Bytes of log records gathered before a write to the file.
 const LOG_BUFFER: usize = 64 * 1024;
 
-/// The directive that keeps the readiness line on whatever the filter.
-const READY: &str = "herd::ready=info";
-/// The readiness line's target.
+/// The readiness line's target, logged whatever the filter.
 const READY_TARGET: &str = "herd::ready";
 
 /// Keeps the file writer's thread alive; drop it last: it writes out what is left and stops
@@ -198,25 +196,26 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
     };
     let writer = Arc::clone(&batch);
     // The readiness line is part of the interface: whatever RUST_LOG says, it is logged.
-    let from_env = EnvFilter::try_from_default_env()
-        .ok()
-        .map(|f| f.add_directive(READY.parse().expect("a valid directive")));
+    let from_env = EnvFilter::try_from_default_env().ok().map(|f| {
+        f.add_directive(
+            format!("{READY_TARGET}=info")
+                .parse()
+                .expect("a valid directive"),
+        )
+    });
     let _ = LINES.set(LineSink {
         batch: Arc::clone(&batch),
         // Without RUST_LOG, stderr takes warnings only; with it, both take the same records.
         stderr: from_env.is_some(),
     });
     let ansi = std::io::stderr().is_terminal();
-    let file = || {
-        let writer = Arc::clone(&writer);
-        move || Record(Arc::clone(&writer))
-    };
+    let file = move || Record(Arc::clone(&writer));
     let stderr = move || SafeStderr { ansi, max_record };
     let started = match from_env {
         // One filter for both: the same records go to the file and to stderr.
         Some(filter) => tracing_subscriber::registry()
             .with(filter)
-            .with(file_layer(file()))
+            .with(file_layer(file))
             .with(stderr_layer(stderr, ansi))
             .try_init(),
         // By default, one filter by level for everything, and stderr picks its records by
@@ -225,7 +224,7 @@ pub fn init_node(log_dir: &Path, name: &str, settings: &LogConfig) -> Result<Log
         // `EnvFilter` or a per-layer filter would.
         None => tracing_subscriber::registry()
             .with(LevelFilter::INFO)
-            .with(file_layer(file()))
+            .with(file_layer(file))
             .with(stderr_layer(
                 stderr.with_filter(|meta: &tracing::Metadata<'_>| {
                     *meta.level() <= Level::WARN || meta.target() == READY_TARGET

@@ -561,33 +561,23 @@ impl Shared {
     /// with both.
     fn apply(&self, s: &mut Submission, heads: &mut Heads) -> Result<Merged> {
         let incoming = s.report.timestamp;
-        let head = match heads.get(s.key_hash, &s.key) {
-            Some(head) => Some(Ok(head)),
-            None => self.engine.get(&s.key)?.map(|value| {
-                match codec::decode_prefix::<(u64, u64, u32)>(&value) {
-                    Ok((item, secs, nanos)) => Ok(Head {
-                        timestamp: Timestamp { secs, nanos },
-                        item,
-                    }),
-                    Err(_) => Err(value),
-                }
-            }),
+        let remembered = heads.get(s.key_hash, &s.key);
+        let mut stored = match remembered {
+            Some(_) => None,
+            None => self.engine.get(&s.key)?,
         };
+        let head = remembered.or_else(|| stored.as_deref().and_then(Head::decode));
         let replaced = match head {
-            None => None,
-            Some(Ok(head)) if head.timestamp != incoming => {
-                if head.timestamp > incoming {
-                    return Ok(Merged::Stale);
+            Some(head) if head.timestamp > incoming => return Ok(Merged::Stale),
+            Some(head) if head.timestamp < incoming => Some(head.item),
+            // No record at all.
+            None if stored.is_none() => None,
+            // A tie, or a head that does not decode: the whole order decides.
+            _ => {
+                if stored.is_none() {
+                    stored = self.engine.get(&s.key)?;
                 }
-                Some(head.item)
-            }
-            // A tie (or a head that does not decode): the whole order decides.
-            Some(found) => {
-                let value = match found {
-                    Err(value) => Some(value),
-                    Ok(_) => self.engine.get(&s.key)?,
-                };
-                let current = value.and_then(|v| self.decode_logged(&s.report.client, &v));
+                let current = stored.and_then(|v| self.decode_logged(&s.report.client, &v));
                 if decide(current.as_ref().map(|c| &c.report), &s.report) == Decision::Keep {
                     return Ok(Merged::Stale);
                 }
@@ -672,6 +662,17 @@ struct Head {
     timestamp: Timestamp,
     /// Its item hash (what the fingerprints add up).
     item: u64,
+}
+
+impl Head {
+    /// The head of an encoded record: a record starts with its item hash and timestamp.
+    fn decode(value: &[u8]) -> Option<Head> {
+        let (item, secs, nanos) = codec::decode_prefix::<(u64, u64, u32)>(value).ok()?;
+        Some(Head {
+            timestamp: Timestamp { secs, nanos },
+            item,
+        })
+    }
 }
 
 /// Clients per generation of [`Heads`].
