@@ -331,12 +331,14 @@ fn serve_section() {
             Some(load(&[addr], &iamat))
         }
     };
-    let herd = |sub: &'static str, quiet: bool, extra: &'static str| {
+    // One node of `binary` under the IAMAT load, in its own state directory `sub`.
+    let node = |binary: String, sub: &'static str, quiet: bool, extra: &'static str| {
         move || {
-            let (_nodes, addrs) = herd_nodes_of(HERD, &dir.join(sub), &["N"], "", quiet, extra);
+            let (_nodes, addrs) = herd_nodes_of(&binary, &dir.join(sub), &["N"], "", quiet, extra);
             Some(load(&addrs, &iamat))
         }
     };
+    let herd = |sub, quiet, extra| node(HERD.to_owned(), sub, quiet, extra);
     let mut rows = vec![
         Row::new("bare", "bare tokio line server", &[], baseline("bare")),
         Row::new(
@@ -398,12 +400,12 @@ fn serve_section() {
                 "herd-quiet",
             ),
         ] {
-            let previous = previous.clone();
-            rows.push(Row::new(key, label, &["sled+sync", against], move || {
-                let (_nodes, addrs) =
-                    herd_nodes_of(&previous, &dir.join("prev"), &["N"], "", quiet, "");
-                Some(load(&addrs, &iamat))
-            }));
+            rows.push(Row::new(
+                key,
+                label,
+                &["sled+sync", against],
+                node(previous.clone(), "prev", quiet, ""),
+            ));
         }
     }
     table(&rows);
