@@ -7,9 +7,22 @@
 //! stores, so the figure includes that last hop as well.
 //!
 //! Run as root: `cargo bench --bench netns_flood` (`HERD_BENCH_SECS`, default 5, sets the
-//! length of each run). It runs once without added delay and once with `tc netem` adding
-//! 1 ms to every host's veth (one millisecond per hop); where netem is not available it says
-//! why and skips that run.
+//! length of each run). Each run builds a fresh herd and waits until every node has finished
+//! its start-up work (loading the offline places, building its store's fingerprints) before it
+//! loads Bailey. The runs:
+//!
+//! - 5,000 reports/s with `durability = "none"` (an answer does not wait for the disk, so
+//!   "from the answer" is the flood alone), without added delay: the target's run;
+//! - the same at 1,000 reports/s, where the two cores are not saturated;
+//! - 5,000 reports/s with `durability = "flush"`, the default: every hop floods a report only
+//!   once it is synced to disk;
+//! - 5,000 reports/s with `tc netem` adding 1 ms to every host's veth (one millisecond per
+//!   hop); where netem is not available it says why and makes the same delay another way:
+//!   every host's interface is a TAP device, and a user-space switch in the bench
+//!   ([`netns::DelayLine`]) holds each frame 1 ms before it forwards it.
+//!
+//! Each run also prints the CPU the five nodes used while loaded, and the Ethernet frames the
+//! hosts sent (into the bridge, or the delay line) per report.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,7 +40,11 @@ use netns::Net;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+/// The target's load, in reports per second.
 const RATE: u64 = 5_000;
+
+/// `[store]` for a run whose answers do not wait for the disk.
+const NONE: &str = "durability = \"none\"";
 
 fn main() {
     if let Some(why) = netns::unavailable() {
@@ -38,16 +55,45 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    run("no added delay", secs, false);
-    run("1 ms netem delay per veth", secs, true);
+    run("no added delay", secs, RATE, NONE, Delay::None);
+    run("no added delay, 1,000/s", secs, 1_000, NONE, Delay::None);
+    run(
+        "no added delay, durability = \"flush\"",
+        secs,
+        RATE,
+        "durability = \"flush\"",
+        Delay::None,
+    );
+    if !run("1 ms netem delay per veth", secs, RATE, NONE, Delay::Netem) {
+        run(
+            "1 ms delay per host link (TAP devices and a delay line)",
+            secs,
+            RATE,
+            NONE,
+            Delay::Line,
+        );
+    }
 }
 
-fn run(label: &str, secs: u64, delay: bool) {
-    let mut net = Net::new(
-        "[peers]\nbackoff_max_ms = 500\n[store]\ndurability = \"none\"\n",
-        &[("Probe", &["Jaquez"])],
-    );
-    if delay {
+/// How the hosts' links are delayed.
+#[derive(PartialEq)]
+enum Delay {
+    None,
+    /// `tc netem delay 1ms` on every host's veth.
+    Netem,
+    /// Every host on a TAP device, joined by a user-space switch that holds each frame 1 ms.
+    Line,
+}
+
+/// One run; false if it could not be made.
+fn run(label: &str, secs: u64, rate: u64, store: &str, delay: Delay) -> bool {
+    let extra = format!("[peers]\nbackoff_max_ms = 500\n[store]\n{store}\n");
+    let probe: &[(&str, &[&str])] = &[("Probe", &["Jaquez"])];
+    let mut net = match delay {
+        Delay::Line => Net::with_delay(&extra, probe, Duration::from_millis(1)),
+        _ => Net::new(&extra, probe),
+    };
+    if delay == Delay::Netem {
         for i in 0..6 {
             let ns = if i == 5 {
                 net.ns_client()
@@ -65,7 +111,7 @@ fn run(label: &str, secs: u64, delay: bool) {
                 println!(
                     "{label}: SKIPPED: `tc qdisc add dev {dev} root netem delay 1ms` failed: {e}"
                 );
-                return;
+                return false;
             }
         }
     }
@@ -76,10 +122,22 @@ fn run(label: &str, secs: u64, delay: bool) {
                 || net.log(b).contains(&format!("link up peer={a} "))
         });
     }
+    // Start-up work (each node loads the offline places and builds its store's fingerprints
+    // in the background) would otherwise share the two cores with the first second of load.
+    for name in common::FIVE {
+        common::eventually(
+            Duration::from_secs(30),
+            &format!("{name} to settle"),
+            || {
+                let log = net.log(name);
+                log.contains("offline places loaded") && log.contains("store fingerprints built")
+            },
+        );
+    }
     let certs = net.dir.path().join("certs");
     let client_ns = net.ns_client();
     let (bailey, jaquez) = (net.addr("Bailey"), net.addr("Jaquez"));
-    let total = RATE * secs;
+    let total = rate * secs;
 
     // The probe: a TLS peer of Jaquez that timestamps every report flooded to it.
     let seen: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
@@ -115,7 +173,7 @@ fn run(label: &str, secs: u64, delay: bool) {
         .recv_timeout(Duration::from_secs(30))
         .expect("the probe links to Jaquez");
 
-    // Open-loop load at Bailey: report i is due at start + i / RATE.
+    // Open-loop load at Bailey: report i is due at start + i / rate.
     let stream = netns::in_ns(&client_ns, move || TcpStream::connect(bailey).unwrap());
     stream.set_nodelay(true).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -131,12 +189,15 @@ fn run(label: &str, secs: u64, delay: bool) {
         }
         at
     });
+    let pids: Vec<u32> = net.nodes.values().map(|n| n.child.id()).collect();
+    let cpu_before = cpu_secs(&pids);
+    let frames_before = net.frames();
     let start = Instant::now();
     let mut out = stream;
     let mut buf = Vec::new();
     let mut i = 0u64;
     while i < total {
-        let due = start + Duration::from_nanos(i * 1_000_000_000 / RATE);
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
         let now = Instant::now();
         if now < due {
             std::thread::sleep(due - now);
@@ -144,7 +205,7 @@ fn run(label: &str, secs: u64, delay: bool) {
         buf.clear();
         let mut batch = 0;
         // Everything due by now goes out in one write.
-        while i < total && start + Duration::from_nanos(i * 1_000_000_000 / RATE) <= Instant::now()
+        while i < total && start + Duration::from_nanos(i * 1_000_000_000 / rate) <= Instant::now()
         {
             buf.extend_from_slice(
                 format!("IAMAT flood-{i} +10+20 {}\n", common::now_ts()).as_bytes(),
@@ -157,6 +218,8 @@ fn run(label: &str, secs: u64, delay: bool) {
         out.write_all(&buf).unwrap();
     }
     let answered = answers.join().unwrap();
+    let busy = (cpu_secs(&pids) - cpu_before) / start.elapsed().as_secs_f64();
+    let frames = net.frames() - frames_before;
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().len() < total as usize && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -184,10 +247,16 @@ fn run(label: &str, secs: u64, delay: bool) {
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{label}: {} reports at {RATE}/s over {:.1} s, {} seen at the farthest host",
+        "{label}: {} reports at {rate}/s over {:.1} s, {} seen at the farthest host",
         total,
         elapsed.as_secs_f64(),
         seen.len()
+    );
+    println!(
+        "  the five nodes used {:.2} cores while loaded ({} cores here); {:.1} frames sent per report",
+        busy,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        frames as f64 / total as f64
     );
     println!(
         "  answer at Bailey -> visible past Jaquez: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} arrived before their answer, counted as 0)",
@@ -202,6 +271,24 @@ fn run(label: &str, secs: u64, delay: bool) {
         ms(&from_send, 0.99),
         from_send.max() as f64 / 1000.0
     );
+    true
+}
+
+/// CPU time (user and system) the processes `pids` have used so far, in seconds.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 / tick
 }
 
 /// Links to Jaquez as the peer Probe over TLS and returns the link's reader after WELCOME.

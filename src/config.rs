@@ -71,7 +71,7 @@ pub enum Durability {
     /// (`sync_file_range`) without `fdatasync`: survives a process crash, not a power cut.
     Os,
     /// An IAMAT is answered as soon as its report is in the store's memory; the store is
-    /// flushed in the background every `flush_every_ms`.
+    /// written to its files in the background (by sled's flusher thread) every `flush_every_ms`.
     None,
 }
 

@@ -390,3 +390,36 @@ fn an_acknowledged_report_survives_kill_9_of_a_lone_node() {
         herd.kill("Solo");
     }
 }
+
+/// With `durability = "none"` an answer does not wait for the disk, but the store is written
+/// out in the background every `flush_every_ms`: what was answered that long before a
+/// `kill -9` is kept.
+#[test]
+fn with_durability_none_a_report_answered_flush_every_ms_before_kill_9_is_kept() {
+    let mut herd = Herd::new(
+        &["Solo"],
+        &[],
+        "[store]\ndurability = \"none\"\nflush_every_ms = 100\n",
+    );
+    herd.start("Solo");
+    let mut c = Client::connect(&herd.addr("Solo"));
+    let acked: Vec<String> = (0..50)
+        .map(|i| {
+            c.iamat(
+                &format!("none-{i}"),
+                "+1-2",
+                &format!("{}", 1_700_000_000 + i),
+            )
+        })
+        .collect();
+    // Ten flush intervals, then SIGKILL.
+    std::thread::sleep(Duration::from_millis(1_000));
+    herd.kill("Solo");
+    herd.start("Solo");
+    for (i, line) in acked.iter().enumerate() {
+        assert_eq!(
+            herd.at_line("Solo", &format!("none-{i}")).as_deref(),
+            Some(line.as_str())
+        );
+    }
+}

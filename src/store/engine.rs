@@ -165,6 +165,8 @@ struct Mem {
     live: BTreeMap<Vec<u8>, Value>,
     durable: BTreeMap<Vec<u8>, Value>,
     faults: Faults,
+    /// Reads so far.
+    gets: u64,
 }
 
 /// An engine in memory that keeps, beside what it holds, what it had at its last flush, so a
@@ -206,9 +208,14 @@ impl MemEngine {
             mem: Mutex::new(Mem {
                 live: durable.clone(),
                 durable,
-                faults: Faults::default(),
+                ..Mem::default()
             }),
         }
+    }
+
+    /// How many reads it has answered.
+    pub fn gets(&self) -> u64 {
+        self.lock().gets
     }
 
     /// Everything it holds now, for comparing stores.
@@ -240,7 +247,9 @@ fn crashed() -> Error {
 
 impl Engine for MemEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        Ok(self.enter()?.live.get(key).cloned())
+        let mut mem = self.enter()?;
+        mem.gets += 1;
+        Ok(mem.live.get(key).cloned())
     }
 
     fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {

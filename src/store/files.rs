@@ -36,10 +36,19 @@ fn is_os_error(e: &sled::Error) -> Option<&std::io::Error> {
 /// and a fresh one made, so a corrupt store never makes the node crash in a loop; the peers
 /// refill it. A store the OS will not let us read or write is left untouched: that is an error
 /// naming the file and the errno, not a reason to throw data away.
-pub(super) fn open_sled(path: &Path, cache_mib: u64) -> Result<sled::Db> {
-    let config = sled::Config::new()
+/// `flush_every_ms` is how often sled's own flusher thread writes what it holds to its files
+/// (and cleans its segments); `None` keeps sled's default of 500 ms.
+pub(super) fn open_sled(
+    path: &Path,
+    cache_mib: u64,
+    flush_every_ms: Option<u64>,
+) -> Result<sled::Db> {
+    let mut config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_mib * 1024 * 1024);
+    if let Some(every) = flush_every_ms {
+        config = config.flush_every_ms(Some(every.max(1)));
+    }
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
     let why = match attempt {
         Ok(Ok(db)) => match db.get(herd_migrations::FORMAT_KEY) {
@@ -69,9 +78,7 @@ pub(super) fn open_sled(path: &Path, cache_mib: u64) -> Result<sled::Db> {
         path.display(),
         aside.display()
     );
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_mib * 1024 * 1024)
+    config
         .open()
         .map_err(|e| super::engine::sled_error(path, "create a fresh store", e))
 }

@@ -12,7 +12,9 @@
 //!   queued while it was busy, up to 1,024), flushes once, and only then completes it: the new
 //!   reports are flooded to the linked servers, then their submitters are told. Everything that
 //!   arrives during a flush forms the next batch. With `"none"` a batch completes as soon as it
-//!   is applied, and the writer flushes every `flush_every_ms` when a tick arrives.
+//!   is applied, and sled's own flusher thread writes the store out every `flush_every_ms`
+//!   beside the writer, which never stops for it (an engine without a flusher of its own, the
+//!   tests' memory engine, is flushed by the writer when a tick arrives).
 //! - A submission returns, in submission order, a ticket, and [`Store::is_applied`] tells
 //!   whether the writer has applied it. [`Store::get_in_order`] reads through the writer's
 //!   queue, so a WHATSAT pipelined behind an IAMAT sees exactly the writes submitted before it.
@@ -180,7 +182,10 @@ impl Store {
             .map_err(|e| Error::io(format!("create state dir {}", dir.display()), e))?;
         let lock = files::lock_dir(dir)?;
         let path = dir.join("store");
-        let db = files::open_sled(&path, config.cache_mib)?;
+        // With `durability = "none"` sled's own flusher thread writes the store out every
+        // `flush_every_ms`, beside the writer, which never stops for it.
+        let background = (config.durability == Durability::None).then_some(config.flush_every_ms);
+        let db = files::open_sled(&path, config.cache_mib, background)?;
         match herd_migrations::upgrade(&db) {
             Ok(herd_migrations::Outcome::Upgraded { from, records }) => {
                 tracing::info!(store = %path.display(), from, to = herd_migrations::CURRENT, records, "store format upgraded");
@@ -209,31 +214,29 @@ impl Store {
             path,
             engine,
             config.durability,
-            Duration::from_millis(config.flush_every_ms.max(1)),
+            None,
             Some(lock),
         ))
     }
 
-    /// A store over any engine (tests use [`engine::MemEngine`]).
+    /// A store over any engine (tests use [`engine::MemEngine`]). With `durability = "none"`
+    /// the writer flushes it every `flush_every`, between batches.
     pub fn with_engine(
         engine: Arc<dyn Engine>,
         durability: Durability,
         flush_every: Duration,
     ) -> Store {
-        Store::start(
-            PathBuf::from("<memory>"),
-            engine,
-            durability,
-            flush_every,
-            None,
-        )
+        let ticks = (durability == Durability::None).then_some(flush_every);
+        Store::start(PathBuf::from("<memory>"), engine, durability, ticks, None)
     }
 
+    /// `ticks`: how often the writer flushes, with `durability = "none"`, if the engine does
+    /// not flush in the background itself.
     fn start(
         path: PathBuf,
         engine: Arc<dyn Engine>,
         durability: Durability,
-        flush_every: Duration,
+        ticks: Option<Duration>,
         lock: Option<std::fs::File>,
     ) -> Store {
         let (applied, _) = watch::channel(Ticket(0));
@@ -248,8 +251,8 @@ impl Store {
             on_flush: OnceLock::new(),
         });
         let (queue, rx) = mpsc::channel(QUEUE);
-        if durability == Durability::None {
-            spawn_ticker(flush_every, queue.downgrade());
+        if let Some(every) = ticks {
+            spawn_ticker(every, queue.downgrade());
         }
         let writer = {
             let shared = Arc::clone(&shared);
@@ -558,10 +561,14 @@ impl Shared {
     /// Newest-wins looks past the client timestamp only when two are equal, so the stored
     /// record is decoded whole only then. Its head (timestamp and item hash) comes from
     /// `heads` when the client was written recently, else from the engine: a record starts
-    /// with both.
+    /// with both. A report whose AT line is the one remembered (a flood's second copy, from
+    /// another peer) is the stored report itself: it is stale without reading anything.
     fn apply(&self, s: &mut Submission, heads: &mut Heads) -> Result<Merged> {
         let incoming = s.report.timestamp;
-        let remembered = heads.get(s.key_hash, &s.key);
+        let remembered = match heads.get(s.key_hash, &s.key) {
+            Some((_, line)) if line == s.report.at_line() => return Ok(Merged::Stale),
+            known => known.map(|(head, _)| head),
+        };
         let mut stored = match remembered {
             Some(_) => None,
             None => self.engine.get(&s.key)?,
@@ -593,6 +600,7 @@ impl Shared {
                 timestamp: incoming,
                 item: s.item,
             },
+            s.report.at_line().clone(),
         );
         Ok(Merged::Stored)
     }
@@ -678,13 +686,21 @@ impl Head {
 /// Clients per generation of [`Heads`].
 const HEADS: usize = 16 * 1024;
 
-/// The heads of the records the writer wrote last, so a client that reports again and again
-/// costs one engine write and no engine read. The writer is the store's only writer, so what
-/// it remembers is what the engine holds. Two generations bound it: when the current one is
-/// full it becomes the previous one, and the previous one is forgotten.
+/// The heads (and AT lines) of the records the writer wrote last, so a client that reports
+/// again and again costs one engine write and no engine read, and a second copy of a report
+/// costs neither. The writer is the store's only writer, so what it remembers is what the
+/// engine holds. Two generations bound it: when the current one is full it becomes the
+/// previous one, and the previous one is forgotten.
 struct Heads {
-    current: std::collections::HashMap<u64, (Vec<u8>, Head)>,
-    previous: std::collections::HashMap<u64, (Vec<u8>, Head)>,
+    current: std::collections::HashMap<u64, Known>,
+    previous: std::collections::HashMap<u64, Known>,
+}
+
+/// A remembered record: its key, head and AT line (the report's own buffer, shared).
+struct Known {
+    key: Vec<u8>,
+    head: Head,
+    line: Bytes,
 }
 
 impl Heads {
@@ -695,21 +711,22 @@ impl Heads {
         }
     }
 
-    /// The head of the record under `key` (whose hash is `key_hash`), if remembered.
+    /// The head and AT line of the record under `key` (whose hash is `key_hash`), if
+    /// remembered.
     ///
     /// The newer generation that knows the hash answers: the previous one may hold an older
     /// head of a client whose newer one the current generation has since lost to another
     /// client with the same key hash.
-    fn get(&self, key_hash: u64, key: &[u8]) -> Option<Head> {
-        let (k, head) = self
+    fn get(&self, key_hash: u64, key: &[u8]) -> Option<(Head, &Bytes)> {
+        let known = self
             .current
             .get(&key_hash)
             .or_else(|| self.previous.get(&key_hash))?;
-        (&k[..] == key).then_some(*head)
+        (known.key == key).then_some((known.head, &known.line))
     }
 
-    /// Remembers `head` as what the engine now holds under `key`.
-    fn insert(&mut self, key_hash: u64, key: Vec<u8>, head: Head) {
+    /// Remembers `head` and `line` as what the engine now holds under `key`.
+    fn insert(&mut self, key_hash: u64, key: Vec<u8>, head: Head, line: Bytes) {
         if self.current.len() >= HEADS && !self.current.contains_key(&key_hash) {
             self.previous = std::mem::replace(
                 &mut self.current,
@@ -717,7 +734,7 @@ impl Heads {
             );
         }
         // Two clients whose keys share a hash: the newer one is remembered, the other is read.
-        self.current.insert(key_hash, (key, head));
+        self.current.insert(key_hash, Known { key, head, line });
     }
 }
 

@@ -4,8 +4,12 @@
 //! these namespaces. Every node runs the real binary with `ip netns exec`, bound to its own
 //! address, with TLS on.
 //!
-//! [`Net`] removes everything it made (nodes first, then namespaces, which takes their
-//! interfaces with them) when dropped, so also when a test fails.
+//! [`Net::with_delay`] wires the hosts differently, for benchmarks on kernels without `netem`:
+//! each host's interface is a TAP device, and a [`DelayLine`] in the creating process switches
+//! Ethernet frames between them, holding every frame for a fixed delay first.
+//!
+//! [`Net`] removes everything it made (nodes first, then the delay line, then namespaces, which
+//! takes their interfaces with them) when dropped, so also when a test fails.
 
 #![allow(dead_code)]
 
@@ -13,6 +17,7 @@ use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::{eventually, spawn, Node, FIVE, FIVE_LINKS, HERD};
@@ -86,6 +91,8 @@ pub struct Net {
     /// Extra environment per server (say, a shifted clock).
     pub env: BTreeMap<String, Vec<(String, String)>>,
     namespaces: Vec<String>,
+    /// What switches frames between the hosts, when it is not the bridge.
+    line: Option<DelayLine>,
 }
 
 impl Net {
@@ -93,6 +100,17 @@ impl Net {
     /// certificates from `herd certs` for every server and for `extra_servers` (which get an
     /// address in the client namespace), and `extra` TOML.
     pub fn new(extra: &str, extra_servers: &[(&str, &[&str])]) -> Net {
+        Net::build(extra, extra_servers, None)
+    }
+
+    /// Like [`Net::new`], but each host's interface is a TAP device joined to the others by a
+    /// [`DelayLine`] that holds every frame for `delay`: a frame from one host to another is
+    /// delayed once, as `tc netem delay` on every host's interface would delay it.
+    pub fn with_delay(extra: &str, extra_servers: &[(&str, &[&str])], delay: Duration) -> Net {
+        Net::build(extra, extra_servers, Some(delay))
+    }
+
+    fn build(extra: &str, extra_servers: &[(&str, &[&str])], delay: Option<Duration>) -> Net {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = format!("hd{}x{n}", std::process::id() % 100_000);
@@ -108,12 +126,14 @@ impl Net {
             nodes: BTreeMap::new(),
             env: BTreeMap::new(),
             namespaces: Vec::new(),
+            line: None,
             tag,
         };
         let bridge = net.ns_bridge();
         net.add_ns(&bridge);
         ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &bridge, "link", "set", "br0", "up"]);
+        let mut taps = Vec::new();
         for i in 0..=FIVE.len() {
             let ns = if i == FIVE.len() {
                 net.ns_client()
@@ -122,12 +142,20 @@ impl Net {
             };
             net.add_ns(&ns);
             let (inner, outer) = (format!("vh{i}"), format!("vb{i}"));
-            ip(&[
-                "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
-                "netns", &bridge,
-            ]);
-            ip(&["-n", &bridge, "link", "set", &outer, "master", "br0"]);
-            ip(&["-n", &bridge, "link", "set", &outer, "up"]);
+            if delay.is_some() {
+                // Made here (the process holding it serves it), then moved to its host.
+                let name = format!("{}t{i}", net.tag);
+                taps.push(open_tap(&name));
+                ip(&["link", "set", &name, "netns", &ns]);
+                ip(&["-n", &ns, "link", "set", &name, "name", &inner]);
+            } else {
+                ip(&[
+                    "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
+                    "netns", &bridge,
+                ]);
+                ip(&["-n", &bridge, "link", "set", &outer, "master", "br0"]);
+                ip(&["-n", &bridge, "link", "set", &outer, "up"]);
+            }
             ip(&[
                 "-n",
                 &ns,
@@ -139,6 +167,9 @@ impl Net {
             ]);
             ip(&["-n", &ns, "link", "set", &inner, "up"]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        if let Some(delay) = delay {
+            net.line = Some(DelayLine::start(taps, delay));
         }
         // The config: every server at its own host's address.
         let mut text = String::from("links = [");
@@ -279,6 +310,23 @@ impl Net {
         ]);
     }
 
+    /// Ethernet frames the six hosts have sent so far: what the bridge's ports or the delay
+    /// line received.
+    pub fn frames(&self) -> u64 {
+        if let Some(line) = &self.line {
+            return line.frames.load(Ordering::Relaxed);
+        }
+        let script = "cat /sys/class/net/vb[0-9]*/statistics/rx_packets";
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns_bridge(), "sh", "-c", script])
+            .output()
+            .expect("run ip netns exec");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Runs `f` on a thread inside the client namespace (sockets it opens are there).
     pub fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         in_ns(&self.ns_client(), f)
@@ -316,8 +364,141 @@ impl Drop for Net {
             let _ = node.child.kill();
             let _ = node.child.wait();
         }
+        // Closing its TAP devices' files removes them.
+        drop(self.line.take());
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Opens a new TAP device `name` (Ethernet frames, no packet-information header), non-blocking.
+fn open_tap(name: &str) -> std::fs::File {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _rest: [u8; 22],
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .expect("open /dev/net/tun");
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI,
+        _rest: [0; 22],
+    };
+    assert!(name.len() < libc::IFNAMSIZ, "{name}: name too long");
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    let fd = file.as_raw_fd();
+    let rc = unsafe { libc::ioctl(fd, TUNSETIFF as _, &mut req) };
+    assert_eq!(
+        rc,
+        0,
+        "TUNSETIFF {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert_eq!(
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) },
+        0
+    );
+    file
+}
+
+/// An Ethernet switch in user space between TAP devices: it learns which port each source
+/// address is behind, and forwards every frame it reads, `delay` after reading it, to that
+/// port (or to every other port when the destination is a group address or not yet learned).
+/// Frames leave in the order they came, each on time to within the thread's wake-up latency.
+pub struct DelayLine {
+    stop: std::sync::Arc<AtomicBool>,
+    /// Frames read so far.
+    pub frames: std::sync::Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DelayLine {
+    fn start(taps: Vec<std::fs::File>, delay: Duration) -> DelayLine {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let frames = std::sync::Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, frames) = (stop.clone(), frames.clone());
+            std::thread::Builder::new()
+                .name("delay-line".into())
+                .spawn(move || switch(&taps, delay, &stop, &frames))
+                .expect("start the delay line")
+        };
+        DelayLine {
+            stop,
+            frames,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn switch(taps: &[std::fs::File], delay: Duration, stop: &AtomicBool, frames: &AtomicU64) {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let mut ports: std::collections::HashMap<[u8; 6], usize> = Default::default();
+    let mut held: std::collections::VecDeque<(Instant, usize, Vec<u8>)> = Default::default();
+    let mut polls: Vec<libc::pollfd> = taps
+        .iter()
+        .map(|t| libc::pollfd {
+            fd: t.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        let wait = held.front().map_or(Duration::from_millis(20), |(due, ..)| {
+            due.saturating_duration_since(Instant::now())
+        });
+        let timeout = libc::timespec {
+            tv_sec: wait.as_secs() as _,
+            tv_nsec: wait.subsec_nanos() as _,
+        };
+        let n = polls.len() as libc::nfds_t;
+        unsafe { libc::ppoll(polls.as_mut_ptr(), n, &timeout, std::ptr::null()) };
+        for (port, mut tap) in taps.iter().enumerate() {
+            if polls[port].revents & libc::POLLIN == 0 {
+                continue;
+            }
+            while let Ok(len) = tap.read(&mut buf) {
+                if len < 14 {
+                    continue;
+                }
+                frames.fetch_add(1, Ordering::Relaxed);
+                let source: [u8; 6] = buf[6..12].try_into().unwrap();
+                ports.insert(source, port);
+                held.push_back((Instant::now() + delay, port, buf[..len].to_vec()));
+            }
+        }
+        let now = Instant::now();
+        while held.front().is_some_and(|(due, ..)| *due <= now) {
+            let (_, from, frame) = held.pop_front().unwrap();
+            let dest: [u8; 6] = frame[..6].try_into().unwrap();
+            let known = ports.get(&dest).copied().filter(|_| dest[0] & 1 == 0);
+            for (port, mut tap) in taps.iter().enumerate() {
+                if port != from && known.is_none_or(|k| k == port) {
+                    // A host whose interface is down, or whose queue is full, loses the frame.
+                    let _ = tap.write(&frame);
+                }
+            }
         }
     }
 }
