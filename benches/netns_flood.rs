@@ -192,6 +192,7 @@ fn run(label: &str, secs: u64, rate: u64, store: &str, delay: Delay) -> bool {
     let pids: Vec<u32> = net.nodes.values().map(|n| n.child.id()).collect();
     let cpu_before = cpu_secs(&pids);
     let frames_before = net.frames();
+    net.line_lateness();
     let start = Instant::now();
     let mut out = stream;
     let mut buf = Vec::new();
@@ -220,6 +221,7 @@ fn run(label: &str, secs: u64, rate: u64, store: &str, delay: Delay) -> bool {
     let answered = answers.join().unwrap();
     let busy = (cpu_secs(&pids) - cpu_before) / start.elapsed().as_secs_f64();
     let frames = net.frames() - frames_before;
+    let lateness = net.line_lateness();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().len() < total as usize && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -271,6 +273,11 @@ fn run(label: &str, secs: u64, rate: u64, store: &str, delay: Delay) -> bool {
         ms(&from_send, 0.99),
         from_send.max() as f64 / 1000.0
     );
+    if let Some((p50, p99, max)) = lateness {
+        println!(
+            "  the delay line let frames go late by p50 {p50} µs, p99 {p99} µs, max {max} µs (past their 1 ms)"
+        );
+    }
     true
 }
 

@@ -327,6 +327,19 @@ impl Net {
             .sum()
     }
 
+    /// How late the delay line let frames go (p50, p99, max, in microseconds past their due
+    /// time), and forgets it; `None` without a delay line.
+    pub fn line_lateness(&self) -> Option<(u32, u32, u32)> {
+        let line = self.line.as_ref()?;
+        let mut late = std::mem::take(&mut *line.late_us.lock().unwrap());
+        if late.is_empty() {
+            return Some((0, 0, 0));
+        }
+        late.sort_unstable();
+        let at = |q: f64| late[((late.len() - 1) as f64 * q) as usize];
+        Some((at(0.5), at(0.99), late[late.len() - 1]))
+    }
+
     /// Runs `f` on a thread inside the client namespace (sockets it opens are there).
     pub fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         in_ns(&self.ns_client(), f)
@@ -419,6 +432,8 @@ pub struct DelayLine {
     stop: std::sync::Arc<AtomicBool>,
     /// Frames read so far.
     pub frames: std::sync::Arc<AtomicU64>,
+    /// How late each frame left, in microseconds past its due time.
+    pub late_us: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -426,16 +441,22 @@ impl DelayLine {
     fn start(taps: Vec<std::fs::File>, delay: Duration) -> DelayLine {
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let frames = std::sync::Arc::new(AtomicU64::new(0));
+        let late_us = std::sync::Arc::default();
         let thread = {
-            let (stop, frames) = (stop.clone(), frames.clone());
+            let (stop, frames, late) = (
+                stop.clone(),
+                frames.clone(),
+                std::sync::Arc::clone(&late_us),
+            );
             std::thread::Builder::new()
                 .name("delay-line".into())
-                .spawn(move || switch(&taps, delay, &stop, &frames))
+                .spawn(move || switch(&taps, delay, &stop, &frames, &late))
                 .expect("start the delay line")
         };
         DelayLine {
             stop,
             frames,
+            late_us,
             thread: Some(thread),
         }
     }
@@ -450,7 +471,13 @@ impl Drop for DelayLine {
     }
 }
 
-fn switch(taps: &[std::fs::File], delay: Duration, stop: &AtomicBool, frames: &AtomicU64) {
+fn switch(
+    taps: &[std::fs::File],
+    delay: Duration,
+    stop: &AtomicBool,
+    frames: &AtomicU64,
+    late: &std::sync::Mutex<Vec<u32>>,
+) {
     use std::io::{Read, Write};
     use std::time::Instant;
     let mut ports: std::collections::HashMap<[u8; 6], usize> = Default::default();
@@ -490,7 +517,10 @@ fn switch(taps: &[std::fs::File], delay: Duration, stop: &AtomicBool, frames: &A
         }
         let now = Instant::now();
         while held.front().is_some_and(|(due, ..)| *due <= now) {
-            let (_, from, frame) = held.pop_front().unwrap();
+            let (due, from, frame) = held.pop_front().unwrap();
+            late.lock()
+                .unwrap()
+                .push((now - due).as_micros().min(u32::MAX as u128) as u32);
             let dest: [u8; 6] = frame[..6].try_into().unwrap();
             let known = ports.get(&dest).copied().filter(|_| dest[0] & 1 == 0);
             for (port, mut tap) in taps.iter().enumerate() {
