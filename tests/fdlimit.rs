@@ -55,14 +55,14 @@ fn a_node_raises_a_soft_limit_of_256_and_holds_900_idle_connections() {
 
     let mut herd = Herd::new(&["Clark"], &[], "[limits]\nmax_connections = 1000\n");
     start_limited(&mut herd, "Clark", 256, own.rlim_max);
-    let log = herd.log("Clark");
-    assert!(
-        log.contains(&format!(
-            "open-file limit soft={0} hard={0} max_connections=1000",
-            own.rlim_max
-        )),
-        "{log}"
+    let expected = format!(
+        "open-file limit soft={0} hard={0} max_connections=1000",
+        own.rlim_max
     );
+    // The log file is written by the node's log thread, a few milliseconds behind stderr.
+    eventually(Duration::from_secs(5), &expected, || {
+        herd.log("Clark").contains(&expected)
+    });
 
     let addr = herd.addr("Clark");
     let mut clients: Vec<Client> = (0..900).map(|_| Client::connect(&addr)).collect();
