@@ -6,8 +6,8 @@
 //! linked to Jaquez (the bench holds its certificate), to which Jaquez floods each report it
 //! stores, so the figure includes that last hop as well.
 //!
-//! Run as root: `cargo bench --bench netns_flood` (`HERD_BENCH_SECS`, default 5, sets the
-//! length of each run). Each run builds a fresh herd and waits until every node has finished
+//! Run as root: `cargo bench --bench netns_flood [-- WORD...]` (`HERD_BENCH_SECS`, default 5,
+//! sets the length of each run; with words, only the runs whose label contains one of them). Each run builds a fresh herd and waits until every node has finished
 //! its start-up work (loading the offline places, building its store's fingerprints) before it
 //! loads Bailey. The runs:
 //!
@@ -55,18 +55,37 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    run("no added delay", secs, RATE, NONE, Delay::None);
-    run("no added delay, 1,000/s", secs, 1_000, NONE, Delay::None);
-    run(
-        "no added delay, durability = \"flush\"",
-        secs,
-        RATE,
-        "durability = \"flush\"",
-        Delay::None,
-    );
-    if !run("1 ms netem delay per veth", secs, RATE, NONE, Delay::Netem) {
+    // Runs whose label contains any argument, or every run.
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |label: &str| which.is_empty() || which.iter().any(|w| label.contains(w.as_str()));
+    let runs = [
+        ("5,000/s, no added delay, durability none", RATE, NONE),
+        ("1,000/s, no added delay, durability none", 1_000, NONE),
+        (
+            "5,000/s, no added delay, durability flush",
+            RATE,
+            "durability = \"flush\"",
+        ),
+    ];
+    for (label, rate, store) in runs {
+        if wants(label) {
+            run(label, secs, rate, store, Delay::None);
+        }
+    }
+    if wants("1 ms")
+        && !run(
+            "5,000/s, 1 ms netem delay per veth, durability none",
+            secs,
+            RATE,
+            NONE,
+            Delay::Netem,
+        )
+    {
         run(
-            "1 ms delay per host link (TAP devices and a delay line)",
+            "5,000/s, 1 ms delay per host link (TAP devices and a delay line), durability none",
             secs,
             RATE,
             NONE,
@@ -249,7 +268,7 @@ fn run(label: &str, secs: u64, rate: u64, store: &str, delay: Delay) -> bool {
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{label}: {} reports at {rate}/s over {:.1} s, {} seen at the farthest host",
+        "{label}: {} reports over {:.1} s, {} seen at the farthest host",
         total,
         elapsed.as_secs_f64(),
         seen.len()

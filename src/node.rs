@@ -51,6 +51,7 @@ impl Node {
             let line = bytes::Bytes::from(line);
             counted.report(true);
             counted.recent_report(line.clone(), from);
+            flood.seen().remember(report.at_line());
             for peer in forward_targets(&peers, from) {
                 flood.forward(peer, &line);
             }

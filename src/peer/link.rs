@@ -333,6 +333,15 @@ async fn read_peer(
             Some(Err(e)) => return e.to_string(),
             None => return "closed by peer".to_owned(),
         };
+        // A second copy of a report this node stored (most come over two links): stale, as
+        // the writer would decide, without parsing it or waking the writer.
+        if node.links().seen().holds(&line) {
+            if in_round.load(Ordering::Relaxed) {
+                telemetry.sync_bytes(&peer, 0, line.len() as u64 + 1);
+            }
+            telemetry.report(false);
+            continue;
+        }
         let request = parse(&line);
         // The line and its newline, when it is sync traffic.
         let sync_bytes = match &request {

@@ -1,0 +1,77 @@
+//! The AT lines this node stored last, so that a second copy of one (flooding brings most
+//! reports over more than one link) is dropped as it is read, before it is parsed or queued
+//! for the store's writer.
+//!
+//! Dropping it is exactly what the writer would decide: a stored record is only ever replaced
+//! by a report that beats it, and an identical report does not, so a line that was stored once
+//! can never win again. The memory is direct-mapped and lossy: each slot holds the last line
+//! that hashed to it, and a line not found there is read and decided as usual.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+/// Slots, a power of two.
+const SLOTS: usize = 8 * 1024;
+
+/// Recently stored AT lines (without their newline).
+pub struct Seen {
+    slots: Box<[Mutex<Bytes>]>,
+    hasher: RandomState,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            slots: (0..SLOTS).map(|_| Mutex::new(Bytes::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Seen {
+    fn slot(&self, line: &[u8]) -> std::sync::MutexGuard<'_, Bytes> {
+        let i = self.hasher.hash_one(line) as usize & (SLOTS - 1);
+        self.slots[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers `line`, the AT line of a report that was just stored.
+    pub fn remember(&self, line: &Bytes) {
+        *self.slot(line) = line.clone();
+    }
+
+    /// Whether `line` is the AT line of a report this node stored (and still remembers).
+    pub fn holds(&self, line: &[u8]) -> bool {
+        let held = self.slot(line);
+        !held.is_empty() && held[..] == *line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_exactly_what_was_stored_while_its_slot_keeps_it() {
+        let seen = Seen::default();
+        let line = Bytes::from_static(b"AT A +0.100000000 kiwi +1+2 100");
+        assert!(!seen.holds(&line));
+        assert!(!seen.holds(b""), "an empty slot holds nothing");
+        seen.remember(&line);
+        assert!(seen.holds(b"AT A +0.100000000 kiwi +1+2 100"));
+        assert!(!seen.holds(b"AT A +0.100000000 kiwi +1+2 101"));
+        assert!(!seen.holds(b"AT A +0.100000000 kiwi +1+2 10"));
+        // Far more lines than slots: the newest are held, and the first is forgotten.
+        let lines: Vec<Bytes> = (0..4 * SLOTS)
+            .map(|i| Bytes::from(format!("AT A +0.100000000 c{i} +1+2 100")))
+            .collect();
+        for l in &lines {
+            seen.remember(l);
+        }
+        assert!(seen.holds(&lines[4 * SLOTS - 1]));
+        assert!(!seen.holds(&line));
+        let held = lines.iter().filter(|l| seen.holds(l)).count();
+        assert!(held <= SLOTS && held > SLOTS / 2, "{held}");
+    }
+}
