@@ -3,7 +3,8 @@
 //! default topology, a host cut off at its interface (the others route around it and it
 //! catches up when its interface comes back), `kill -9` and restart of a node, and a host
 //! whose clock runs 5 s ahead (libfaketime preloaded into that node) still converging on
-//! newest-wins.
+//! newest-wins. It also checks the delay line the flood bench uses where netem is missing:
+//! hosts on TAP devices reach each other through it, each frame held for its delay.
 //!
 //! Needs root and iproute2; elsewhere it prints `SKIPPED: <why>` and returns.
 
@@ -175,5 +176,62 @@ fn namespaces_are_removed_at_the_end() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(!text.contains(&tag), "left behind: {text}");
+}
+
+/// The delay line the flood bench uses where the kernel has no netem: hosts on TAP devices
+/// reach each other through it, every frame held for the delay, and it is gone at the end.
+#[test]
+fn a_delay_line_joins_the_hosts_and_holds_every_frame() {
+    if let Some(why) = netns::unavailable() {
+        netns::skipped(&why);
+        return;
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        netns::skipped("no /dev/net/tun: TAP devices cannot be made here");
+        return;
+    }
+    let delay = Duration::from_millis(25);
+    let tag = {
+        let net = Net::with_delay("", &[], delay);
+        // An echo server on host 0; the client namespace connects and sends a line.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let host = net.ns_host(0);
+        let server = std::thread::spawn(move || {
+            netns::enter_ns(&host);
+            let listener = std::net::TcpListener::bind((Net::host_ip(0), 7999)).unwrap();
+            tx.send(()).unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = [0u8; 6];
+            std::io::Read::read_exact(&mut s, &mut line).unwrap();
+            std::io::Write::write_all(&mut s, &line).unwrap();
+        });
+        rx.recv().unwrap();
+        let addr = format!("{}:7999", Net::host_ip(0));
+        let (connect, echo) = net.in_client(move || {
+            let started = std::time::Instant::now();
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let connect = started.elapsed();
+            let started = std::time::Instant::now();
+            std::io::Write::write_all(&mut s, b"hello\n").unwrap();
+            let mut back = [0u8; 6];
+            std::io::Read::read_exact(&mut s, &mut back).unwrap();
+            assert_eq!(&back, b"hello\n");
+            (connect, started.elapsed())
+        });
+        server.join().unwrap();
+        // A connect is a SYN there and a SYN-ACK back; an echo, the line there and back
+        // (the first contact also waits for ARP, which the line delays as well).
+        assert!(connect >= 2 * delay, "connect took {connect:?}");
+        assert!(echo >= 2 * delay, "echo took {echo:?}");
+        assert!(echo < 20 * delay, "echo took {echo:?}");
+        assert!(net.frames() >= 6, "{} frames", net.frames());
+        net.tag.clone()
+    };
+    let links = std::process::Command::new("ip")
+        .args(["-br", "link"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&links.stdout);
     assert!(!text.contains(&tag), "left behind: {text}");
 }
