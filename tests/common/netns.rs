@@ -129,6 +129,8 @@ impl Net {
             line: None,
             tag,
         };
+        // The bridge's namespace is made either way (with a delay line its bridge stays empty),
+        // so every `Net` has the same namespaces to find and remove.
         let bridge = net.ns_bridge();
         net.add_ns(&bridge);
         ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"]);
