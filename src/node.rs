@@ -51,7 +51,10 @@ impl Node {
             let line = bytes::Bytes::from(line);
             counted.report(true);
             counted.recent_report(line.clone(), from);
-            flood.seen().remember(report.at_line());
+            if !peers.is_empty() {
+                // A peer may send it back (a second copy over another link, or in a sync).
+                flood.seen().remember(report.at_line());
+            }
             for peer in forward_targets(&peers, from) {
                 flood.forward(peer, &line);
             }
