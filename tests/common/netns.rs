@@ -387,8 +387,20 @@ impl Drop for Net {
     }
 }
 
+/// Why TAP devices (for [`Net::with_delay`]) cannot be made here, if they cannot.
+pub fn tap_unavailable() -> Option<String> {
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let name = format!("hdtp{}x{n}", std::process::id() % 100_000);
+    try_open_tap(&name).err()
+}
+
 /// Opens a new TAP device `name` (Ethernet frames, no packet-information header), non-blocking.
 fn open_tap(name: &str) -> std::fs::File {
+    try_open_tap(name).unwrap_or_else(|why| panic!("{why}"))
+}
+
+fn try_open_tap(name: &str) -> Result<std::fs::File, String> {
     const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
     const IFF_TAP: libc::c_short = 0x0002;
     const IFF_NO_PI: libc::c_short = 0x1000;
@@ -402,7 +414,7 @@ fn open_tap(name: &str) -> std::fs::File {
         .read(true)
         .write(true)
         .open("/dev/net/tun")
-        .expect("open /dev/net/tun");
+        .map_err(|e| format!("cannot open /dev/net/tun: {e}"))?;
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
         flags: IFF_TAP | IFF_NO_PI,
@@ -411,19 +423,18 @@ fn open_tap(name: &str) -> std::fs::File {
     assert!(name.len() < libc::IFNAMSIZ, "{name}: name too long");
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     let fd = file.as_raw_fd();
-    let rc = unsafe { libc::ioctl(fd, TUNSETIFF as _, &mut req) };
-    assert_eq!(
-        rc,
-        0,
-        "TUNSETIFF {name}: {}",
-        std::io::Error::last_os_error()
-    );
+    if unsafe { libc::ioctl(fd, TUNSETIFF as _, &mut req) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cannot make TAP device {name} (TUNSETIFF): {e}"));
+    }
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    assert_eq!(
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) },
-        0
-    );
-    file
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } != 0 {
+        return Err(format!(
+            "fcntl O_NONBLOCK: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(file)
 }
 
 /// An Ethernet switch in user space between TAP devices: it learns which port each source
