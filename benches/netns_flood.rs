@@ -1,15 +1,16 @@
 //! Flood latency across network namespaces: the default five-server herd, each server on its
-//! own host (network namespace) with TLS on, and open-loop load of 5,000 reports per second
-//! at Bailey. For each report it measures the time from the IAMAT's answer at Bailey (and,
-//! separately, from the moment it was sent) until the report is visible at the farthest
-//! server, Jaquez, two hops away. "Visible at Jaquez" is observed by a TLS peer `Probe`
-//! linked to Jaquez (the bench holds its certificate), to which Jaquez floods each report it
-//! stores, so the figure includes that last hop as well.
+//! own host (network namespace) with TLS on, and open-loop load at Bailey. For each report it
+//! measures the time from the IAMAT's answer at Bailey (and, separately, from the moment it
+//! was sent) until the report is visible at the farthest server, Jaquez, two hops away.
+//! "Visible at Jaquez" is observed by a TLS peer `Probe` linked to Jaquez (the bench holds its
+//! certificate), to which Jaquez floods each report it stores, so the figure includes that last
+//! hop as well.
 //!
-//! Run as root: `cargo bench --bench netns_flood [-- WORD...]` (`HERD_BENCH_SECS`, default 5,
-//! sets the length of each run; with words, only the runs whose label contains one of them). Each run builds a fresh herd and waits until every node has finished
-//! its start-up work (loading the offline places, building its store's fingerprints) before it
-//! loads Bailey. The runs:
+//! Run as root: `cargo bench --bench netns_flood [-- WORD...]`. `HERD_BENCH_SECS` (default 5)
+//! sets the length of each run; with words, only the runs whose label contains one of them are
+//! made. Each run builds a fresh herd and waits until every node has finished its start-up
+//! work (loading the offline places, building its store's fingerprints) before it loads
+//! Bailey. The runs:
 //!
 //! - 5,000 reports/s with `durability = "none"` (an answer does not wait for the disk, so
 //!   "from the answer" is the flood alone), without added delay: the target's run;
