@@ -43,6 +43,15 @@ fn iamat(net: &Net, name: &str, client: &str, ts: &str) -> String {
     text.trim_end().to_owned()
 }
 
+/// What `ip ARGS` prints.
+fn ip_says(args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn everywhere(net: &Net, names: &[&str], client: &str, at: &str) {
     for name in names {
         eventually(WAIT, &format!("{client} at {name}: {at}"), || {
@@ -164,18 +173,10 @@ fn namespaces_are_removed_at_the_end() {
     }
     let tag = {
         let net = Net::new("", &[]);
-        let listed = std::process::Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap();
-        assert!(String::from_utf8_lossy(&listed.stdout).contains(&net.ns_bridge()));
+        assert!(ip_says(&["netns", "list"]).contains(&net.ns_bridge()));
         net.tag.clone()
     };
-    let listed = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&listed.stdout);
+    let text = ip_says(&["netns", "list"]);
     assert!(!text.contains(&tag), "left behind: {text}");
 }
 
@@ -228,10 +229,6 @@ fn a_delay_line_joins_the_hosts_and_holds_every_frame() {
         assert!(net.frames() >= 6, "{} frames", net.frames());
         net.tag.clone()
     };
-    let links = std::process::Command::new("ip")
-        .args(["-br", "link"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&links.stdout);
+    let text = ip_says(&["-br", "link"]);
     assert!(!text.contains(&tag), "left behind: {text}");
 }
