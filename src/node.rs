@@ -41,6 +41,10 @@ impl Node {
     ) -> Node {
         let links = Arc::new(links);
         let peers: Vec<String> = config.peers_of(&name).cloned().collect();
+        if !peers.is_empty() {
+            // Most reports will come over two links: the second copy is known at once.
+            store.remember_lines();
+        }
         let flood = Arc::clone(&links);
         let counted = telemetry.clone();
         store.on_stored(Box::new(move |report: &Report, from: Option<&str>| {
@@ -51,10 +55,6 @@ impl Node {
             let line = bytes::Bytes::from(line);
             counted.report(true);
             counted.recent_report(line.clone(), from);
-            if !peers.is_empty() {
-                // A peer may send it back (a second copy over another link, or in a sync).
-                flood.seen().remember(report.at_line());
-            }
             for peer in forward_targets(&peers, from) {
                 flood.forward(peer, &line);
             }

@@ -335,7 +335,7 @@ async fn read_peer(
         };
         // A second copy of a report this node stored (most come over two links): stale, as
         // the writer would decide, without parsing it or waking the writer.
-        if node.links().seen().holds(&line) {
+        if store.holds_line(&line) {
             if in_round.load(Ordering::Relaxed) {
                 telemetry.sync_bytes(&peer, 0, line.len() as u64 + 1);
             }

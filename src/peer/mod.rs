@@ -19,7 +19,6 @@
 pub mod auth;
 pub mod handshake;
 pub mod link;
-pub mod seen;
 pub mod sync;
 pub mod tls;
 
@@ -147,7 +146,6 @@ pub struct Links {
     max_bytes: usize,
     tls: Option<Arc<tls::Tls>>,
     attempts: auth::Attempts,
-    seen: seen::Seen,
 }
 
 /// The receiving ends of one link, handed to its actor.
@@ -196,7 +194,6 @@ impl Links {
             max_bytes,
             tls,
             attempts: auth::Attempts::default(),
-            seen: seen::Seen::default(),
         };
         (links, inboxes)
     }
@@ -204,11 +201,6 @@ impl Links {
     /// The TLS settings peer links use, if `[tls]` is configured.
     pub fn tls(&self) -> Option<&Arc<tls::Tls>> {
         self.tls.as_ref()
-    }
-
-    /// The AT lines this node stored last: a peer's copy of one is dropped as it is read.
-    pub fn seen(&self) -> &seen::Seen {
-        &self.seen
     }
 
     /// Refused handshakes per source address.

@@ -18,6 +18,9 @@
 //! - A submission returns, in submission order, a ticket, and [`Store::is_applied`] tells
 //!   whether the writer has applied it. [`Store::get_in_order`] reads through the writer's
 //!   queue, so a WHATSAT pipelined behind an IAMAT sees exactly the writes submitted before it.
+//! - Once asked ([`Store::remember_lines`], a node with links), it remembers the AT lines it
+//!   stored last: a second copy of a report is stale without a read, and a link reader can ask
+//!   [`Store::holds_line`] to drop one before parsing it.
 //! - The fingerprints anti-entropy compares ([`fingerprint`]) are kept up to date by the
 //!   writer on every write, after being built once at start while the node already serves.
 //! - [`Store::close`] applies everything submitted before it, flushes, and stops the writer; a
@@ -36,6 +39,7 @@
 pub mod engine;
 mod files;
 pub mod fingerprint;
+mod seen;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,6 +58,7 @@ use crate::protocol::number::{TimeDiff, Timestamp};
 use crate::report::Report;
 use engine::{Engine, SledEngine, Watched};
 use fingerprint::{bucket_of, Fingerprint, Leaves, Node, BUCKETS};
+use seen::Seen;
 
 pub use files::open_for_inspection;
 
@@ -141,6 +146,8 @@ struct Shared {
     leaves: Leaves,
     applied: watch::Sender<Ticket>,
     on_stored: OnceLock<OnStored>,
+    /// The AT lines stored last, once [`Store::remember_lines`] asked for them.
+    seen: OnceLock<Seen>,
     /// Hears of every report that did not win (metrics).
     on_stale: OnceLock<Box<dyn Fn() + Send + Sync>>,
     durability: Durability,
@@ -246,6 +253,7 @@ impl Store {
             leaves: Leaves::new(),
             applied,
             on_stored: OnceLock::new(),
+            seen: OnceLock::new(),
             on_stale: OnceLock::new(),
             durability,
             on_flush: OnceLock::new(),
@@ -276,6 +284,20 @@ impl Store {
     /// the first submission; later calls are ignored.
     pub fn on_stored(&self, hook: OnStored) {
         let _ = self.inner.shared.on_stored.set(hook);
+    }
+
+    /// From now on, remembers the AT lines it stores last, so that a second copy of one (a
+    /// node with links gets most reports over two of them) is stale without a read, and
+    /// [`Store::holds_line`] can tell a link reader to drop it unparsed. A node without links
+    /// gets no second copies and does not pay for this.
+    pub fn remember_lines(&self) {
+        let _ = self.inner.shared.seen.set(Seen::default());
+    }
+
+    /// Whether `line` is the AT line of a report this store holds or held, as far as it
+    /// remembers: such a line can never win again.
+    pub fn holds_line(&self, line: &[u8]) -> bool {
+        self.inner.shared.seen.get().is_some_and(|s| s.holds(line))
     }
 
     /// Sets what hears of every report that did not win (it was as old as, or older than, the
@@ -561,14 +583,15 @@ impl Shared {
     /// Newest-wins looks past the client timestamp only when two are equal, so the stored
     /// record is decoded whole only then. Its head (timestamp and item hash) comes from
     /// `heads` when the client was written recently, else from the engine: a record starts
-    /// with both. A report whose AT line is the one remembered (a flood's second copy, from
-    /// another peer) is the stored report itself: it is stale without reading anything.
+    /// with both. A report whose AT line was stored before (a flood's second copy, from
+    /// another peer) is stale without reading anything.
     fn apply(&self, s: &mut Submission, heads: &mut Heads) -> Result<Merged> {
+        let seen = self.seen.get();
+        if seen.is_some_and(|seen| seen.holds(s.report.at_line())) {
+            return Ok(Merged::Stale);
+        }
         let incoming = s.report.timestamp;
-        let remembered = match heads.get(s.key_hash, &s.key) {
-            Some((_, line)) if line == s.report.at_line() => return Ok(Merged::Stale),
-            known => known.map(|(head, _)| head),
-        };
+        let remembered = heads.get(s.key_hash, &s.key);
         let mut stored = match remembered {
             Some(_) => None,
             None => self.engine.get(&s.key)?,
@@ -593,6 +616,9 @@ impl Shared {
         };
         self.engine.put(&s.key, std::mem::take(&mut s.value))?;
         self.leaves.replace(s.key_hash, replaced, s.item);
+        if let Some(seen) = seen {
+            seen.remember(s.report.at_line());
+        }
         heads.insert(
             s.key_hash,
             std::mem::take(&mut s.key),
@@ -600,7 +626,6 @@ impl Shared {
                 timestamp: incoming,
                 item: s.item,
             },
-            s.report.at_line().clone(),
         );
         Ok(Merged::Stored)
     }
@@ -686,21 +711,13 @@ impl Head {
 /// Clients per generation of [`Heads`].
 const HEADS: usize = 16 * 1024;
 
-/// The heads (and AT lines) of the records the writer wrote last, so a client that reports
-/// again and again costs one engine write and no engine read, and a second copy of a report
-/// costs neither. The writer is the store's only writer, so what it remembers is what the
-/// engine holds. Two generations bound it: when the current one is full it becomes the
-/// previous one, and the previous one is forgotten.
+/// The heads of the records the writer wrote last, so a client that reports again and again
+/// costs one engine write and no engine read. The writer is the store's only writer, so what
+/// it remembers is what the engine holds. Two generations bound it: when the current one is
+/// full it becomes the previous one, and the previous one is forgotten.
 struct Heads {
-    current: std::collections::HashMap<u64, Known>,
-    previous: std::collections::HashMap<u64, Known>,
-}
-
-/// A remembered record: its key, head and AT line (the report's own buffer, shared).
-struct Known {
-    key: Vec<u8>,
-    head: Head,
-    line: Bytes,
+    current: std::collections::HashMap<u64, (Vec<u8>, Head)>,
+    previous: std::collections::HashMap<u64, (Vec<u8>, Head)>,
 }
 
 impl Heads {
@@ -711,22 +728,21 @@ impl Heads {
         }
     }
 
-    /// The head and AT line of the record under `key` (whose hash is `key_hash`), if
-    /// remembered.
+    /// The head of the record under `key` (whose hash is `key_hash`), if remembered.
     ///
     /// The newer generation that knows the hash answers: the previous one may hold an older
     /// head of a client whose newer one the current generation has since lost to another
     /// client with the same key hash.
-    fn get(&self, key_hash: u64, key: &[u8]) -> Option<(Head, &Bytes)> {
-        let known = self
+    fn get(&self, key_hash: u64, key: &[u8]) -> Option<Head> {
+        let (k, head) = self
             .current
             .get(&key_hash)
             .or_else(|| self.previous.get(&key_hash))?;
-        (known.key == key).then_some((known.head, &known.line))
+        (&k[..] == key).then_some(*head)
     }
 
-    /// Remembers `head` and `line` as what the engine now holds under `key`.
-    fn insert(&mut self, key_hash: u64, key: Vec<u8>, head: Head, line: Bytes) {
+    /// Remembers `head` as what the engine now holds under `key`.
+    fn insert(&mut self, key_hash: u64, key: Vec<u8>, head: Head) {
         if self.current.len() >= HEADS && !self.current.contains_key(&key_hash) {
             self.previous = std::mem::replace(
                 &mut self.current,
@@ -734,7 +750,7 @@ impl Heads {
             );
         }
         // Two clients whose keys share a hash: the newer one is remembered, the other is read.
-        self.current.insert(key_hash, Known { key, head, line });
+        self.current.insert(key_hash, (key, head));
     }
 }
 

@@ -1,11 +1,11 @@
-//! The AT lines this node stored last, so that a second copy of one (flooding brings most
-//! reports over more than one link) is dropped as it is read, before it is parsed or queued
-//! for the store's writer.
+//! The AT lines the writer stored last, so that a second copy of a report (flooding brings
+//! most reports over more than one link) is known stale without reading the store, and a link
+//! reader can drop one before it is parsed or queued for the writer.
 //!
-//! Dropping it is exactly what the writer would decide: a stored record is only ever replaced
-//! by a report that beats it, and an identical report does not, so a line that was stored once
-//! can never win again. The memory is direct-mapped and lossy: each slot holds the last line
-//! that hashed to it, and a line not found there is read and decided as usual.
+//! That is exactly what newest-wins would decide: a stored record is only ever replaced by a
+//! report that beats it, and an identical report does not, so a line that was stored once can
+//! never win again. The memory is direct-mapped and lossy: each slot holds the last line that
+//! hashed to it, and a line not found there is decided as usual.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
