@@ -86,6 +86,22 @@ pub struct StoreConfig {
     pub flush_every_ms: u64,
     /// sled's page cache size, in MiB.
     pub cache_mib: u64,
+    /// Free space kept on the store's disk, in MiB. Below it, reports for new clients are
+    /// refused (`? `) while known clients still update; below a quarter of it nothing is
+    /// written. A ballast file of up to a quarter of it (at most 16 MiB) is kept beside the
+    /// store so that it can always be reopened. 0 switches all of this off.
+    pub min_free_mib: u64,
+    /// The most bytes a client ID may have; an IAMAT with a longer one is answered `? `, and a
+    /// peer's report with one is dropped.
+    pub max_client_id_bytes: usize,
+    /// The most client records kept; past it, new clients are refused. 0: no limit.
+    pub max_records: u64,
+    /// The most MiB the store's files may take on disk; past it, new clients are refused.
+    /// 0: no limit (but `min_free_mib`).
+    pub max_store_mib: u64,
+    /// Retention: a client whose newest report's timestamp is more than this many seconds old
+    /// is expired (deleted), and a report already that old is refused. 0: kept forever.
+    pub retain_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -94,6 +110,11 @@ impl Default for StoreConfig {
             durability: Durability::Flush,
             flush_every_ms: 500,
             cache_mib: 64,
+            min_free_mib: 256,
+            max_client_id_bytes: 1024,
+            max_records: 10_000_000,
+            max_store_mib: 0,
+            retain_secs: 0,
         }
     }
 }
@@ -358,6 +379,12 @@ impl Config {
             return Err(Error::config(
                 source,
                 "limits: max_line_bytes must be at least 64; max_connections, max_connections_per_source and max_in_flight at least 1",
+            ));
+        }
+        if file.store.max_client_id_bytes == 0 || file.store.max_client_id_bytes > 64 * 1024 {
+            return Err(Error::config(
+                source,
+                "store: max_client_id_bytes must be between 1 and 65536",
             ));
         }
         if file.log.max_bytes < 4096 || file.log.line_bytes < 64 {

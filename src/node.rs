@@ -61,6 +61,8 @@ impl Node {
         }));
         let counted = telemetry.clone();
         store.on_stale(Box::new(move || counted.report(false)));
+        let counted = telemetry.clone();
+        store.on_refused(Box::new(move |why, from| counted.store_refused(why, from)));
         Node {
             inner: Arc::new(Inner {
                 name,

@@ -107,6 +107,10 @@ pub struct Snapshot {
     pub recent: Vec<RecentReport>,
     pub records: Option<u64>,
     pub connections: i64,
+    /// Whether the store can write, once it is open.
+    pub store: Option<crate::store::Health>,
+    /// Reports the store refused: (reason, source, count).
+    pub store_refused: Vec<(String, String, u64)>,
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub requests: [(RequestKind, u64); 3],
@@ -137,6 +141,10 @@ struct Inner {
     places_upstream: Histogram,
     flush: Histogram,
     connections: IntGauge,
+    store_refused: IntCounterVec,
+    store_writable: IntGauge,
+    store_free: IntGauge,
+    store_bytes: IntGauge,
     /// The latest stored reports: a ring of slots, each with its own lock, so concurrent
     /// writers rarely meet.
     recent: Box<[Mutex<Option<RecentReport>>]>,
@@ -272,6 +280,41 @@ impl Telemetry {
             &registry,
             IntGauge::new("herd_connections", "Client connections open.").expect("valid metric"),
         );
+        let store_refused = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_store_refused_total",
+                    "Reports the store's admission rules refused, by reason (client_id_too_long, expired, new_client, no_space) and source (client, or the peer it came from).",
+                ),
+                &["reason", "source"],
+            )
+            .expect("valid metric"),
+        );
+        let store_writable = add(
+            &registry,
+            IntGauge::new(
+                "herd_store_writable",
+                "2: the store takes every report; 1: known clients only (a limit is reached); 0: it cannot write.",
+            )
+            .expect("valid metric"),
+        );
+        let store_free = add(
+            &registry,
+            IntGauge::new(
+                "herd_store_free_bytes",
+                "Bytes free on the store's disk, when the store last looked.",
+            )
+            .expect("valid metric"),
+        );
+        let store_bytes = add(
+            &registry,
+            IntGauge::new(
+                "herd_store_bytes",
+                "Bytes the store's files take on disk, when the store last looked.",
+            )
+            .expect("valid metric"),
+        );
         let mut links = BTreeMap::new();
         for peer in peers {
             peer_up.with_label_values(&[peer.as_str()]).set(0);
@@ -301,6 +344,10 @@ impl Telemetry {
                 places_upstream,
                 flush,
                 connections,
+                store_refused,
+                store_writable,
+                store_free,
+                store_bytes,
                 store: OnceLock::new(),
                 recent: (0..RECENT_REPORTS).map(|_| Mutex::new(None)).collect(),
                 recent_next: AtomicU64::new(0),
@@ -481,6 +528,41 @@ impl Telemetry {
         self.inner.store.get()?.count()
     }
 
+    /// The store refused a report (`from`: the peer it came from; a client's otherwise).
+    pub fn store_refused(&self, why: crate::store::Refusal, from: Option<&str>) {
+        self.inner
+            .store_refused
+            .with_label_values(&[why.as_str(), from.unwrap_or("client")])
+            .inc();
+    }
+
+    /// Whether the store can write, once it is open.
+    pub fn store_health(&self) -> Option<crate::store::Health> {
+        Some(self.inner.store.get()?.health())
+    }
+
+    /// Reports the store refused so far: (reason, source, count), for the status page.
+    fn store_refusals(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for family in prometheus::core::Collector::collect(&self.inner.store_refused) {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                let count = metric.get_counter().get_value() as u64;
+                if count > 0 {
+                    out.push((label("reason"), label("source"), count));
+                }
+            }
+        }
+        out
+    }
+
     // ----- reading ---------------------------------------------------------------------------
 
     /// Every metric in Prometheus text format 0.0.4, and its content type.
@@ -489,6 +571,18 @@ impl Telemetry {
             self.inner
                 .records
                 .set(i64::try_from(records).unwrap_or(i64::MAX));
+        }
+        if let Some(health) = self.store_health() {
+            use crate::store::Writable;
+            let level = match health.writable {
+                Writable::Yes => 2,
+                Writable::KnownClientsOnly => 1,
+                Writable::No => 0,
+            };
+            self.inner.store_writable.set(level);
+            let gauge = |bytes: Option<u64>| i64::try_from(bytes.unwrap_or(0)).unwrap_or(i64::MAX);
+            self.inner.store_free.set(gauge(health.free_bytes));
+            self.inner.store_bytes.set(gauge(health.store_bytes));
         }
         let encoder = TextEncoder::new();
         let mut out = Vec::with_capacity(8 * 1024);
@@ -511,6 +605,8 @@ impl Telemetry {
             recent: self.recent(),
             records: None,
             connections: self.inner.connections.get(),
+            store: self.store_health(),
+            store_refused: self.store_refusals(),
             cache_hits: self.inner.cache_hit.get(),
             cache_misses: self.inner.cache_miss.get(),
             requests: [

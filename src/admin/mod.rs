@@ -225,7 +225,15 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
     let telemetry = &shared.telemetry;
     match path {
         "/healthz" => match telemetry.health() {
-            Health::Ready => answer(StatusCode::OK, TEXT, "ok"),
+            Health::Ready => match telemetry.store_health() {
+                // The readiness probe: a node that cannot write takes no report.
+                Some(store) if store.writable == crate::store::Writable::No => answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("store cannot write: {}", store.reason),
+                ),
+                _ => answer(StatusCode::OK, TEXT, "ok"),
+            },
             Health::Starting => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "starting"),
             Health::Stopping => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, "stopping"),
         },

@@ -60,6 +60,39 @@ pub fn render(snap: &Snapshot, node: Option<&Node>) -> String {
         count(RequestKind::WhatsAt),
         count(RequestKind::Invalid),
     );
+    if let Some(store) = &snap.store {
+        use crate::store::Writable;
+        let mib = |b: Option<u64>| {
+            b.map_or_else(
+                || "unknown".to_owned(),
+                |b| format!("{:.1} MiB", b as f64 / 1048576.0),
+            )
+        };
+        let (class, state) = match store.writable {
+            Writable::Yes => ("up", "takes every report".to_owned()),
+            Writable::KnownClientsOnly => (
+                "warn",
+                format!("warning: refuses new clients ({})", escape(&store.reason)),
+            ),
+            Writable::No => ("down", format!("cannot write ({})", escape(&store.reason))),
+        };
+        let _ = writeln!(
+            p,
+            "<p id=\"store-state\" class=\"{class}\">store {state} · {} free on its disk · its files take {}</p>",
+            mib(store.free_bytes),
+            mib(store.store_bytes),
+        );
+    }
+    if !snap.store_refused.is_empty() {
+        p.push_str("<p id=\"store-refused\">reports refused by the store: ");
+        let parts: Vec<String> = snap
+            .store_refused
+            .iter()
+            .map(|(reason, source, n)| format!("{} from {}: {n}", escape(reason), escape(source)))
+            .collect();
+        p.push_str(&parts.join(" · "));
+        p.push_str("</p>\n");
+    }
 
     // Links.
     p.push_str("<h2>Links</h2>\n");

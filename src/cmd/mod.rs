@@ -56,7 +56,7 @@ pub async fn execute(node: &Node, cx: &mut Context, line: &Bytes, request: Reque
                 );
                 return Answer::Ready(invalid_answer(line));
             }
-            iamat::execute(node, cx, req).await
+            iamat::execute(node, cx, line, req).await
         }
         Request::WhatsAt(req) => whatsat::execute(node, cx, line, req).await,
         Request::At(_) | Request::Peer(_) | Request::Invalid => Answer::Ready(invalid_answer(line)),

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -32,8 +32,14 @@ pub trait Engine: Send + Sync + 'static {
         hi: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &Value) -> bool,
     ) -> Result<()>;
+    /// Removes `key`, if present.
+    fn remove(&self, key: &[u8]) -> Result<()>;
     /// Makes every `put` that returned before this call durable.
     fn flush(&self) -> Result<()>;
+    /// Forgets everything not made durable and reads the store again from what is: after a
+    /// write or flush failed, what the engine holds in memory is no longer what its files hold.
+    /// Until it succeeds, every call fails.
+    fn reopen(&self) -> Result<()>;
     /// Called by the watchdog when a call has been stuck for [`STALL`].
     fn unstall(&self) {}
 }
@@ -51,21 +57,31 @@ pub fn sled_error(path: &Path, doing: &str, e: sled::Error) -> Error {
     }
 }
 
+/// Opens sled's database and the records tree, for [`SledEngine::reopen`].
+pub type Opener = Box<dyn Fn() -> Result<(sled::Db, sled::Tree)> + Send + Sync>;
+
 /// The production engine: one sled tree, flushed through its database.
 pub struct SledEngine {
     path: PathBuf,
-    db: sled::Db,
-    tree: sled::Tree,
+    /// `None` while a reopen has not succeeded.
+    open: RwLock<Option<Sled>>,
+    opener: Opener,
     /// With `durability = "flush"`: sled's files, synced after every flush.
     files: Option<Mutex<crate::fsync::StoreFiles>>,
 }
 
+struct Sled {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
 impl SledEngine {
-    pub fn new(path: PathBuf, db: sled::Db, tree: sled::Tree) -> SledEngine {
+    /// The engine over an open database; `opener` opens it again after a failure.
+    pub fn new(path: PathBuf, db: sled::Db, tree: sled::Tree, opener: Opener) -> SledEngine {
         SledEngine {
             path,
-            db,
-            tree,
+            open: RwLock::new(Some(Sled { db, tree })),
+            opener,
             files: None,
         }
     }
@@ -77,20 +93,44 @@ impl SledEngine {
         self.files = Some(Mutex::new(crate::fsync::StoreFiles::new(&self.path)));
         self
     }
+
+    fn with<T>(&self, call: impl FnOnce(&Sled) -> Result<T>) -> Result<T> {
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        match open.as_ref() {
+            Some(sled) => call(sled),
+            None => Err(Error::store(
+                &self.path,
+                "not open: reopening after a failed write",
+            )),
+        }
+    }
 }
 
 impl Engine for SledEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        self.tree
-            .get(key)
-            .map_err(|e| sled_error(&self.path, "read", e))
+        self.with(|s| {
+            s.tree
+                .get(key)
+                .map_err(|e| sled_error(&self.path, "read", e))
+        })
     }
 
     fn put(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
-        self.tree
-            .insert(key, value)
-            .map(drop)
-            .map_err(|e| sled_error(&self.path, "write", e))
+        self.with(|s| {
+            s.tree
+                .insert(key, value)
+                .map(drop)
+                .map_err(|e| sled_error(&self.path, "write", e))
+        })
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<()> {
+        self.with(|s| {
+            s.tree
+                .remove(key)
+                .map(drop)
+                .map_err(|e| sled_error(&self.path, "remove", e))
+        })
     }
 
     fn scan(
@@ -99,9 +139,11 @@ impl Engine for SledEngine {
         hi: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &Value) -> bool,
     ) -> Result<()> {
+        // A clone of the tree, so a long scan does not hold off a reopen's lock.
+        let tree = self.with(|s| Ok(s.tree.clone()))?;
         let range = match hi {
-            Some(hi) => self.tree.range(lo..hi),
-            None => self.tree.range(lo..),
+            Some(hi) => tree.range(lo..hi),
+            None => tree.range(lo..),
         };
         for entry in range {
             let (k, v) = entry.map_err(|e| sled_error(&self.path, "scan", e))?;
@@ -113,9 +155,11 @@ impl Engine for SledEngine {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db
-            .flush()
-            .map_err(|e| sled_error(&self.path, "flush", e))?;
+        self.with(|s| {
+            s.db.flush()
+                .map_err(|e| sled_error(&self.path, "flush", e))
+                .map(drop)
+        })?;
         if let Some(files) = &self.files {
             files
                 .lock()
@@ -131,6 +175,22 @@ impl Engine for SledEngine {
         Ok(())
     }
 
+    /// sled 0.34 refuses every write for good once one write to its log failed (its global
+    /// error), and may hold in memory pages whose writes never reached the disk. The only way
+    /// back is to drop the database (its file lock goes with it) and open it again from its
+    /// files.
+    fn reopen(&self) -> Result<()> {
+        let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+        drop(open.take());
+        let (db, tree) = (self.opener)()?;
+        *open = Some(Sled { db, tree });
+        if let Some(files) = &self.files {
+            *files.lock().unwrap_or_else(|p| p.into_inner()) =
+                crate::fsync::StoreFiles::new(&self.path);
+        }
+        Ok(())
+    }
+
     /// sled 0.34 can deadlock under sustained overwrites (upstream issue 1412): a writer holds
     /// a segment lock while it waits for a file truncation queued on sled's I/O pool, whose
     /// threads all wait for that lock, and the pool grows only when its queue is deeper than
@@ -141,10 +201,14 @@ impl Engine for SledEngine {
     /// write to the metadata tree gets the log moving again.
     fn unstall(&self) {
         use futures::FutureExt;
+        let Ok(open) = self.open.try_read() else {
+            return;
+        };
+        let Some(s) = open.as_ref() else { return };
         for _ in 0..8 {
-            let _ = self.db.flush_async().now_or_never();
+            let _ = s.db.flush_async().now_or_never();
         }
-        let _ = self.db.insert(b"unstall", &[][..]);
+        let _ = s.db.insert(b"unstall", &[][..]);
     }
 }
 
@@ -167,6 +231,8 @@ struct Mem {
     faults: Faults,
     /// Reads so far.
     gets: u64,
+    /// Reopens so far.
+    reopens: u64,
 }
 
 /// An engine in memory that keeps, beside what it holds, what it had at its last flush, so a
@@ -211,6 +277,11 @@ impl MemEngine {
                 ..Mem::default()
             }),
         }
+    }
+
+    /// How many times it was reopened.
+    pub fn reopens(&self) -> u64 {
+        self.lock().reopens
     }
 
     /// How many reads it has answered.
@@ -262,6 +333,21 @@ impl Engine for MemEngine {
             *left -= 1;
         }
         mem.live.insert(key.to_vec(), Value::from(value));
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<()> {
+        self.enter()?.live.remove(key);
+        Ok(())
+    }
+
+    /// What a restart would find: what was flushed, and nothing else. A crash is over.
+    fn reopen(&self) -> Result<()> {
+        let mut mem = self.lock();
+        mem.live = mem.durable.clone();
+        mem.faults.crashed = false;
+        mem.faults.crash_after = None;
+        mem.reopens += 1;
         Ok(())
     }
 
@@ -382,9 +468,19 @@ impl Watched {
         self.engine.scan(lo, hi, visit)
     }
 
+    pub fn remove(&self, key: &[u8]) -> Result<()> {
+        let _slot = self.enter();
+        self.engine.remove(key)
+    }
+
     pub fn flush(&self) -> Result<()> {
         let _slot = self.enter();
         self.engine.flush()
+    }
+
+    pub fn reopen(&self) -> Result<()> {
+        let _slot = self.enter();
+        self.engine.reopen()
     }
 }
 

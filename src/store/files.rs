@@ -32,27 +32,116 @@ fn is_os_error(e: &sled::Error) -> Option<&std::io::Error> {
     }
 }
 
-/// Opens sled. A store whose contents sled cannot make sense of (or panics on) is moved aside
-/// and a fresh one made, so a corrupt store never makes the node crash in a loop; the peers
-/// refill it. A store the OS will not let us read or write is left untouched: that is an error
-/// naming the file and the errno, not a reason to throw data away.
-/// `flush_every_ms` is how often sled's own flusher thread writes what it holds to its files
-/// (and cleans its segments); `None` keeps sled's default of 500 ms.
-pub(super) fn open_sled(
+/// sled's configuration for the store at `path`. `flush_every_ms` is how often sled's own
+/// flusher thread writes what it holds to its files (and cleans its segments); `None` keeps
+/// sled's default of 500 ms.
+pub(super) fn sled_config(
     path: &Path,
     cache_mib: u64,
     flush_every_ms: Option<u64>,
-) -> Result<sled::Db> {
+) -> sled::Config {
     let mut config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_mib * 1024 * 1024);
     if let Some(every) = flush_every_ms {
         config = config.flush_every_ms(Some(every.max(1)));
     }
+    config
+}
+
+/// An open store, and where a store that could not be opened was moved to (its readable
+/// records are to be salvaged).
+pub(super) struct Opened {
+    pub db: sled::Db,
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// Opens sled, discarding nothing that can be read:
+///
+/// - a snapshot sled was still writing (`snap.*.generating`, renamed by sled only once whole,
+///   so left behind only by a failed write, e.g. on a full disk) is removed first: sled would
+///   otherwise take it for the newest snapshot and call the store corrupt;
+/// - the operating system refusing (permissions, a full disk, too many open files, an I/O
+///   error) is an error naming the store and the errno: the store is left as it is;
+/// - a snapshot sled finds corrupt is set aside (`store.snapshot-aside-<time>.<name>` beside
+///   the store) and the store opened again from its log, which sled replays whole without one;
+/// - only a store that still cannot be opened, on a disk with at least `min_free` bytes free
+///   (on a fuller one an I/O error inside sled cannot be ruled out), is moved aside whole to
+///   `store.corrupt-<time>`, and a fresh one made; the caller salvages what it can read.
+pub(super) fn open_sled(path: &Path, config: &sled::Config, min_free: u64) -> Result<Opened> {
+    remove_unfinished_snapshots(path)?;
+    let why = match try_open(path, config)? {
+        Ok(db) => {
+            return Ok(Opened {
+                db,
+                moved_aside: None,
+            })
+        }
+        Err(why) => why,
+    };
+    let snapshots = snapshot_files(path);
+    if !snapshots.is_empty() {
+        let stamp = Timestamp::now();
+        for snap in &snapshots {
+            let name = snap.file_name().unwrap_or_default().to_string_lossy();
+            let aside = path.with_file_name(format!(
+                "store.snapshot-aside-{}.{:09}.{name}",
+                stamp.secs, stamp.nanos
+            ));
+            std::fs::rename(snap, &aside)
+                .map_err(|e| Error::io(format!("set aside snapshot {}", snap.display()), e))?;
+            tracing::warn!(store = %path.display(), snapshot = %snap.display(), moved_to = %aside.display(), error = %why, "store could not be opened from its snapshot; set the snapshot aside, opening from the log");
+        }
+        match try_open(path, config)? {
+            Ok(db) => {
+                tracing::info!(store = %path.display(), "store opened from its log");
+                return Ok(Opened {
+                    db,
+                    moved_aside: None,
+                });
+            }
+            Err(again) => {
+                tracing::error!(store = %path.display(), error = %again, "store cannot be opened from its log either");
+            }
+        }
+    }
+    let free = super::space::free_bytes(path.parent().unwrap_or(path)).unwrap_or(0);
+    if free < min_free {
+        return Err(Error::StoreIo {
+            path: path.to_owned(),
+            doing: format!(
+                "open it ({why}) with only {free} bytes free on its disk, which may be the cause; \
+                 not moving it aside: free space and start again"
+            ),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+    }
+    let stamp = Timestamp::now();
+    let aside = path.with_file_name(format!("store.corrupt-{}.{:09}", stamp.secs, stamp.nanos));
+    std::fs::rename(path, &aside)
+        .map_err(|e| Error::io(format!("move corrupt store {} aside", path.display()), e))?;
+    tracing::error!(store = %path.display(), moved_to = %aside.display(), error = %why, "store could not be opened; moved aside, salvaging what it holds into a fresh one");
+    eprintln!(
+        "herd: store {} could not be opened ({why}); moved to {}; salvaging its readable records",
+        path.display(),
+        aside.display()
+    );
+    let db = config
+        .open()
+        .map_err(|e| super::engine::sled_error(path, "create a fresh store", e))?;
+    Ok(Opened {
+        db,
+        moved_aside: Some(aside),
+    })
+}
+
+/// One attempt: the database, or why its contents are wrong; an OS error is returned as the
+/// error it is.
+fn try_open(path: &Path, config: &sled::Config) -> Result<std::result::Result<sled::Db, String>> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-    let why = match attempt {
+    Ok(Err(match attempt {
         Ok(Ok(db)) => match db.get(herd_migrations::FORMAT_KEY) {
-            Ok(_) => return Ok(db),
+            Ok(_) => return Ok(Ok(db)),
             Err(e) => {
                 if let Some(io) = is_os_error(&e) {
                     return Err(os_error(path, io));
@@ -67,20 +156,33 @@ pub(super) fn open_sled(
             e.to_string()
         }
         Err(_) => "sled panicked while recovering it".to_owned(),
+    }))
+}
+
+/// sled's snapshot files in the store directory, finished or not.
+fn snapshot_files(path: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Vec::new();
     };
-    let stamp = Timestamp::now();
-    let aside = path.with_file_name(format!("store.corrupt-{}.{:09}", stamp.secs, stamp.nanos));
-    std::fs::rename(path, &aside)
-        .map_err(|e| Error::io(format!("move corrupt store {} aside", path.display()), e))?;
-    tracing::error!(store = %path.display(), moved_to = %aside.display(), error = %why, "store could not be opened; moved aside, starting empty");
-    eprintln!(
-        "herd: store {} could not be opened ({why}); moved to {}; starting empty",
-        path.display(),
-        aside.display()
-    );
-    config
-        .open()
-        .map_err(|e| super::engine::sled_error(path, "create a fresh store", e))
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snap."))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn remove_unfinished_snapshots(path: &Path) -> Result<()> {
+    for snap in snapshot_files(path) {
+        if snap.to_string_lossy().ends_with(".generating") {
+            std::fs::remove_file(&snap).map_err(|e| {
+                Error::io(format!("remove unfinished snapshot {}", snap.display()), e)
+            })?;
+            tracing::warn!(snapshot = %snap.display(), "removed a snapshot sled had not finished writing");
+        }
+    }
+    Ok(())
 }
 
 fn os_error(path: &Path, io: &std::io::Error) -> Error {

@@ -187,6 +187,33 @@ impl Leaves {
         }
     }
 
+    /// Records that the record under `key_hash`, whose item hash was `item`, was removed
+    /// (writer thread only). A bucket not built yet is left to the build.
+    pub fn remove(&self, key_hash: u64, item: u64) {
+        let b = bucket_of(key_hash);
+        if b >= self.built() {
+            return;
+        }
+        let sum = &self.sums[b];
+        sum.store(
+            sum.load(Ordering::Relaxed).wrapping_sub(item),
+            Ordering::Relaxed,
+        );
+        self.counts[b].fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Forgets every bucket, to be built again (writer thread only): the store was reopened.
+    pub fn reset(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.built.store(0, Ordering::Release);
+        for b in 0..BUCKETS {
+            self.counts[b].store(0, Ordering::Relaxed);
+            self.sums[b].store(0, Ordering::Relaxed);
+        }
+        self.total.store(0, Ordering::Relaxed);
+    }
+
     /// The fingerprint of a node no deeper than a bucket.
     pub fn fingerprint(&self, node: Node) -> Option<Fingerprint> {
         let buckets = node.buckets()?;

@@ -39,7 +39,9 @@
 pub mod engine;
 mod files;
 pub mod fingerprint;
+pub mod salvage;
 mod seen;
+pub mod space;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -68,6 +70,16 @@ const QUEUE: usize = 4096;
 const MAX_BATCH: usize = 1024;
 /// Buckets built per step of the start-up build, between batches of writes.
 const BUILD_STEP: usize = 256;
+/// How often the writer wakes without work: to check the disk, expire, or retry a reopen.
+const TICK: Duration = Duration::from_millis(250);
+/// How stale the writer's idea of the free space may be.
+const FREE_CHECK: Duration = Duration::from_millis(50);
+/// How stale its idea of the store's size may be (a walk of the store's files).
+const SIZE_CHECK: Duration = Duration::from_secs(1);
+/// How often retention expires clients, at most.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to reopen the store after a failed write.
+const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A stored client record: the winning report plus what this node knows about it.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +109,91 @@ pub enum Merged {
     Stored,
     /// The stored record is as new or newer: nothing was written.
     Stale,
+    /// The store's admission rules refused it: nothing was written.
+    Refused(Refusal),
+}
+
+/// Why the store refused a report without looking at what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Its client ID is longer than `max_client_id_bytes`.
+    ClientIdTooLong,
+    /// Its timestamp is older than the retention window (`retain_secs`).
+    Expired,
+    /// A new client, while the store takes no new clients (records, size or free space at
+    /// their limits).
+    NewClient,
+    /// Nothing can be written: the disk is below the writer's floor.
+    NoSpace,
+}
+
+impl Refusal {
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::ClientIdTooLong => "client_id_too_long",
+            Refusal::Expired => "expired",
+            Refusal::NewClient => "new_client",
+            Refusal::NoSpace => "no_space",
+        }
+    }
+}
+
+/// Whether the store can write, as a readiness probe wants to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writable {
+    /// Every report is taken as newest-wins says.
+    Yes,
+    /// Known clients update; new clients are refused (a limit is reached).
+    KnownClientsOnly,
+    /// Nothing can be written (the disk is full, or the store is being reopened after a failed
+    /// write); every acknowledged report can still be read once it is open.
+    No,
+}
+
+/// The store's health: whether it writes, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub writable: Writable,
+    /// Why it is not [`Writable::Yes`] (empty when it is).
+    pub reason: String,
+    /// Bytes free on the store's disk, when last looked at (`None` for a store in memory).
+    pub free_bytes: Option<u64>,
+    /// Bytes the store's files take on disk, when last looked at.
+    pub store_bytes: Option<u64>,
+}
+
+/// What the store admits, from `[store]`.
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    max_client_id_bytes: usize,
+    max_records: u64,
+    max_store_bytes: u64,
+    min_free: u64,
+    /// Below this, nothing is written.
+    floor: u64,
+    retain_secs: u64,
+}
+
+impl Admission {
+    fn of(config: &StoreConfig) -> Admission {
+        let min_free = config.min_free_mib.saturating_mul(1 << 20);
+        Admission {
+            max_client_id_bytes: config.max_client_id_bytes,
+            max_records: config.max_records,
+            max_store_bytes: config.max_store_mib.saturating_mul(1 << 20),
+            min_free,
+            floor: min_free / 4,
+            retain_secs: config.retain_secs,
+        }
+    }
+}
+
+/// Where a store on disk lives, for the writer's checks of its space.
+struct Disk {
+    /// The state directory (holding `store`, the lock and the ballast).
+    dir: PathBuf,
+    ballast: space::Ballast,
 }
 
 /// Called by the store for every report that won, once it is durable as configured, with
@@ -153,7 +250,19 @@ struct Shared {
     durability: Durability,
     /// Seconds each flush took, for whoever wants to know (metrics).
     on_flush: OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
+    /// Hears of every report the admission rules refused, with the peer it came from.
+    on_refused: OnceLock<RefusedHook>,
+    admission: Admission,
+    /// `None` for a store in memory.
+    disk: Option<Disk>,
+    health: Mutex<Health>,
+    /// Whether the writer flushes on its ticks (`durability = "none"` over an engine without a
+    /// flusher of its own).
+    flush_on_tick: bool,
 }
+
+/// See [`Store::on_refused`].
+pub type RefusedHook = Box<dyn Fn(Refusal, Option<&str>) + Send + Sync>;
 
 enum Op {
     Merge(Box<Submission>),
@@ -164,8 +273,14 @@ enum Op {
     },
     /// Completes once everything before it is durable.
     Flush(oneshot::Sender<Result<()>>),
-    /// Time for the periodic flush of `durability = "none"`.
+    /// Time to check the disk, expire, retry a reopen, or flush (`durability = "none"`).
     Tick,
+    /// Expires every client whose newest report is older than the cutoff (seconds), if
+    /// retention is on; answers how many were expired.
+    Expire {
+        cutoff: u64,
+        reply: oneshot::Sender<Result<u64>>,
+    },
     /// Applies everything before it, flushes, and stops the writer.
     Close(oneshot::Sender<()>),
 }
@@ -192,7 +307,19 @@ impl Store {
         // With `durability = "none"` sled's own flusher thread writes the store out every
         // `flush_every_ms`, beside the writer, which never stops for it.
         let background = (config.durability == Durability::None).then_some(config.flush_every_ms);
-        let db = files::open_sled(&path, config.cache_mib, background)?;
+        let sled_config = files::sled_config(&path, config.cache_mib, background);
+        let admission = Admission::of(config);
+        let ballast = space::Ballast::new(dir, admission.min_free);
+        let opened = match files::open_sled(&path, &sled_config, admission.floor) {
+            // A full disk: the ballast's space lets sled write the snapshot opening needs.
+            Err(Error::StoreIo { source, .. })
+                if source.raw_os_error() == Some(libc::ENOSPC) && ballast.release() =>
+            {
+                files::open_sled(&path, &sled_config, admission.floor)?
+            }
+            other => other?,
+        };
+        let files::Opened { db, moved_aside } = opened;
         match herd_migrations::upgrade(&db) {
             Ok(herd_migrations::Outcome::Upgraded { from, records }) => {
                 tracing::info!(store = %path.display(), from, to = herd_migrations::CURRENT, records, "store format upgraded");
@@ -212,38 +339,112 @@ impl Store {
         let tree = db
             .open_tree(herd_migrations::records_tree(herd_migrations::CURRENT))
             .map_err(|e| engine::sled_error(&path, "open its records", e))?;
-        let mut engine = SledEngine::new(path.clone(), db, tree);
+        let opener: engine::Opener = {
+            let path = path.clone();
+            Box::new(move || {
+                let files::Opened { db, moved_aside } =
+                    files::open_sled(&path, &sled_config, admission.floor)?;
+                if let Some(aside) = moved_aside {
+                    tracing::error!(store = %path.display(), moved_to = %aside.display(), "the reopened store had to be moved aside; its peers refill it");
+                }
+                let tree = db
+                    .open_tree(herd_migrations::records_tree(herd_migrations::CURRENT))
+                    .map_err(|e| engine::sled_error(&path, "open its records", e))?;
+                Ok((db, tree))
+            })
+        };
+        let mut engine = SledEngine::new(path.clone(), db, tree, opener);
         if config.durability == Durability::Flush {
             engine = engine.power_safe();
         }
         let engine = Arc::new(engine);
-        Ok(Store::start(
+        let store = Store::start(
             path,
             engine,
-            config.durability,
-            None,
+            config,
+            false,
+            Some(Disk {
+                dir: dir.to_owned(),
+                ballast,
+            }),
             Some(lock),
-        ))
+        );
+        if let Some(aside) = moved_aside {
+            store.salvage_from(&aside)?;
+        }
+        Ok(store)
     }
 
-    /// A store over any engine (tests use [`engine::MemEngine`]). With `durability = "none"`
-    /// the writer flushes it every `flush_every`, between batches.
+    /// Merges every report still readable in the store kept aside at `aside`, through the
+    /// writer (newest wins), and flushes.
+    fn salvage_from(&self, aside: &Path) -> Result<()> {
+        let reports = salvage::reports_in(aside)
+            .map_err(|e| Error::io(format!("salvage the store in {}", aside.display()), e))?;
+        let found = reports.len();
+        // The queue and its answers need no runtime: block on them here, before the node serves.
+        let (stored, refused) = futures::executor::block_on(async {
+            let mut pending = Vec::with_capacity(reports.len());
+            for report in reports {
+                pending.push(self.submit(report, None).await?);
+            }
+            let (mut stored, mut refused) = (0u64, 0u64);
+            for p in pending {
+                match p.outcome().await? {
+                    Merged::Stored => stored += 1,
+                    Merged::Refused(_) => refused += 1,
+                    Merged::Stale => {}
+                }
+            }
+            self.flush().await?;
+            Ok::<_, Error>((stored, refused))
+        })?;
+        let records = self.records()?.len();
+        tracing::warn!(store = %self.path().display(), from = %aside.display(), reports_found = found, writes = stored, refused, records, "salvaged the readable records of the store moved aside");
+        eprintln!(
+            "herd: salvaged {records} client records ({found} readable reports) from {}",
+            aside.display()
+        );
+        Ok(())
+    }
+
+    /// A store over any engine (tests use [`engine::MemEngine`]), with the default limits and
+    /// no retention. With `durability = "none"` the writer flushes it every `flush_every`,
+    /// between batches.
     pub fn with_engine(
         engine: Arc<dyn Engine>,
         durability: Durability,
         flush_every: Duration,
     ) -> Store {
-        let ticks = (durability == Durability::None).then_some(flush_every);
-        Store::start(PathBuf::from("<memory>"), engine, durability, ticks, None)
+        let config = StoreConfig {
+            durability,
+            flush_every_ms: flush_every.as_millis() as u64,
+            ..StoreConfig::default()
+        };
+        Store::with_engine_config(engine, &config)
     }
 
-    /// `ticks`: how often the writer flushes, with `durability = "none"`, if the engine does
-    /// not flush in the background itself.
+    /// A store over any engine, as `config` says (but for disk space: it has no disk). With
+    /// `durability = "none"` the writer flushes it every `flush_every_ms`, between batches.
+    pub fn with_engine_config(engine: Arc<dyn Engine>, config: &StoreConfig) -> Store {
+        let flush_on_tick = config.durability == Durability::None;
+        Store::start(
+            PathBuf::from("<memory>"),
+            engine,
+            config,
+            flush_on_tick,
+            None,
+            None,
+        )
+    }
+
+    /// `flush_on_tick`: whether the writer flushes, with `durability = "none"`, because the
+    /// engine does not flush in the background itself.
     fn start(
         path: PathBuf,
         engine: Arc<dyn Engine>,
-        durability: Durability,
-        ticks: Option<Duration>,
+        config: &StoreConfig,
+        flush_on_tick: bool,
+        disk: Option<Disk>,
         lock: Option<std::fs::File>,
     ) -> Store {
         let (applied, _) = watch::channel(Ticket(0));
@@ -255,13 +456,26 @@ impl Store {
             on_stored: OnceLock::new(),
             seen: OnceLock::new(),
             on_stale: OnceLock::new(),
-            durability,
+            durability: config.durability,
             on_flush: OnceLock::new(),
+            on_refused: OnceLock::new(),
+            admission: Admission::of(config),
+            disk,
+            health: Mutex::new(Health {
+                writable: Writable::Yes,
+                reason: String::new(),
+                free_bytes: None,
+                store_bytes: None,
+            }),
+            flush_on_tick,
         });
         let (queue, rx) = mpsc::channel(QUEUE);
-        if let Some(every) = ticks {
-            spawn_ticker(every, queue.downgrade());
-        }
+        let every = if flush_on_tick {
+            TICK.min(Duration::from_millis(config.flush_every_ms.max(1)))
+        } else {
+            TICK
+        };
+        spawn_ticker(every, queue.downgrade());
         let writer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -304,6 +518,47 @@ impl Store {
     /// stored one). Set once; later calls are ignored.
     pub fn on_stale(&self, hook: Box<dyn Fn() + Send + Sync>) {
         let _ = self.inner.shared.on_stale.set(hook);
+    }
+
+    /// Sets what hears of every report the admission rules refused (with the peer it came
+    /// from). Set once; later calls are ignored.
+    pub fn on_refused(&self, hook: RefusedHook) {
+        let _ = self.inner.shared.on_refused.set(hook);
+    }
+
+    /// Whether the store can write now, and why not.
+    pub fn health(&self) -> Health {
+        self.inner
+            .shared
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The retention window in seconds (0: off).
+    pub fn retain_secs(&self) -> u64 {
+        self.inner.shared.admission.retain_secs
+    }
+
+    /// The retention cutoff now: reports with older timestamps (seconds) are expired. `None`
+    /// without retention.
+    pub fn retention_cutoff(&self) -> Option<u64> {
+        let retain = self.retain_secs();
+        (retain > 0).then(|| Timestamp::now().secs.saturating_sub(retain))
+    }
+
+    /// Expires, through the writer, every client whose newest report is older than `cutoff`
+    /// (seconds; retention must be on); returns how many. Everything submitted before it is
+    /// applied first.
+    pub async fn expire(&self, cutoff: u64) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Op::Expire { cutoff, reply })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.unwrap_or_else(|_| Err(closed()))
     }
 
     /// Sets what hears how long each flush took.
@@ -578,20 +833,39 @@ impl Shared {
         }
     }
 
-    /// Applies one submission: read, decide, write at most once.
+    /// Applies one submission: admit, read, decide, write at most once.
     ///
     /// Newest-wins looks past the client timestamp only when two are equal, so the stored
     /// record is decoded whole only then. Its head (timestamp and item hash) comes from
     /// `heads` when the client was written recently, else from the engine: a record starts
     /// with both. A report whose AT line was stored before (a flood's second copy, from
     /// another peer) is stale without reading anything.
-    fn apply(&self, s: &mut Submission, heads: &mut Heads) -> Result<Merged> {
+    fn apply(&self, s: &mut Submission, w: &mut Writer) -> Result<Merged> {
+        let rules = &self.admission;
+        if s.report.client.len() > rules.max_client_id_bytes {
+            return Ok(Merged::Refused(Refusal::ClientIdTooLong));
+        }
+        if rules.retain_secs > 0
+            && s.report.timestamp.secs < w.now_secs.saturating_sub(rules.retain_secs)
+        {
+            return Ok(Merged::Refused(Refusal::Expired));
+        }
+        match &w.mode {
+            Mode::Broken(why) => {
+                return Err(Error::store(
+                    &self.path,
+                    format!("cannot write until the store is reopened ({why})"),
+                ))
+            }
+            Mode::NoSpace => return Ok(Merged::Refused(Refusal::NoSpace)),
+            _ => {}
+        }
         let seen = self.seen.get();
         if seen.is_some_and(|seen| seen.holds(s.report.at_line())) {
             return Ok(Merged::Stale);
         }
         let incoming = s.report.timestamp;
-        let remembered = heads.get(s.key_hash, &s.key);
+        let remembered = w.heads.get(s.key_hash, &s.key);
         let mut stored = match remembered {
             Some(_) => None,
             None => self.engine.get(&s.key)?,
@@ -600,8 +874,13 @@ impl Shared {
         let replaced = match head {
             Some(head) if head.timestamp > incoming => return Ok(Merged::Stale),
             Some(head) if head.timestamp < incoming => Some(head.item),
-            // No record at all.
-            None if stored.is_none() => None,
+            // No record at all: a new client.
+            None if stored.is_none() => {
+                if w.refuses_new_clients(self) {
+                    return Ok(Merged::Refused(Refusal::NewClient));
+                }
+                None
+            }
             // A tie, or a head that does not decode: the whole order decides.
             _ => {
                 if stored.is_none() {
@@ -616,10 +895,14 @@ impl Shared {
         };
         self.engine.put(&s.key, std::mem::take(&mut s.value))?;
         self.leaves.replace(s.key_hash, replaced, s.item);
+        let bucket = bucket_of(s.key_hash);
+        if bucket < self.leaves.built() {
+            w.mins[bucket] = w.mins[bucket].min(incoming.secs);
+        }
         if let Some(seen) = seen {
             seen.remember(s.report.at_line());
         }
-        heads.insert(
+        w.heads.insert(
             s.key_hash,
             std::mem::take(&mut s.key),
             Head {
@@ -630,8 +913,46 @@ impl Shared {
         Ok(Merged::Stored)
     }
 
-    /// Builds the next run of buckets' fingerprints from the store.
-    fn build_step(&self) -> Result<()> {
+    /// Expires every record older than `cutoff` (seconds) in the buckets built so far that
+    /// may hold one; returns how many.
+    fn expire(&self, w: &mut Writer, cutoff: u64) -> Result<u64> {
+        let mut expired = 0;
+        for bucket in 0..self.leaves.built() {
+            if w.mins[bucket] >= cutoff {
+                continue;
+            }
+            let lo = ((bucket as u64) << (64 - fingerprint::BUCKET_DEPTH)).to_be_bytes();
+            let hi = (bucket + 1 < BUCKETS)
+                .then(|| (((bucket + 1) as u64) << (64 - fingerprint::BUCKET_DEPTH)).to_be_bytes());
+            let mut old = Vec::new();
+            let mut newest_min = u64::MAX;
+            self.engine
+                .scan(&lo, hi.as_ref().map(|h| &h[..]), &mut |key, value| {
+                    if let (Some(kh), Ok((item, secs))) =
+                        (key_hash_of(key), codec::decode_prefix::<(u64, u64)>(value))
+                    {
+                        if secs < cutoff {
+                            old.push((key.to_vec(), kh, item));
+                        } else {
+                            newest_min = newest_min.min(secs);
+                        }
+                    }
+                    true
+                })?;
+            for (key, kh, item) in old {
+                self.engine.remove(&key)?;
+                self.leaves.remove(kh, item);
+                w.heads.forget(kh, &key);
+                expired += 1;
+            }
+            w.mins[bucket] = newest_min;
+        }
+        Ok(expired)
+    }
+
+    /// Builds the next run of buckets' fingerprints (and their oldest timestamps) from the
+    /// store.
+    fn build_step(&self, mins: &mut [u64]) -> Result<()> {
         let first = self.leaves.built();
         let end = (first + BUILD_STEP).min(BUCKETS);
         let mut fps = vec![Fingerprint::default(); end - first];
@@ -640,9 +961,12 @@ impl Shared {
             .then(|| ((end as u64) << (64 - fingerprint::BUCKET_DEPTH)).to_be_bytes());
         self.engine
             .scan(&lo, hi.as_ref().map(|h| &h[..]), &mut |key, value| {
-                if let (Some(kh), Ok(item)) = (key_hash_of(key), codec::decode_prefix::<u64>(value))
+                if let (Some(kh), Ok((item, secs))) =
+                    (key_hash_of(key), codec::decode_prefix::<(u64, u64)>(value))
                 {
                     fps[bucket_of(kh) - first].add(item);
+                    let min = &mut mins[bucket_of(kh)];
+                    *min = (*min).min(secs);
                 }
                 true
             })?;
@@ -661,6 +985,11 @@ impl Shared {
                 (Ok(Merged::Stale), _) => {
                     if let Some(stale) = self.on_stale.get() {
                         stale();
+                    }
+                }
+                (Ok(Merged::Refused(why)), _) => {
+                    if let Some(refused) = self.on_refused.get() {
+                        refused(*why, d.from.as_deref());
                     }
                 }
                 _ => {}
@@ -710,6 +1039,8 @@ impl Head {
 
 /// Clients per generation of [`Heads`].
 const HEADS: usize = 16 * 1024;
+/// Bytes of keys per generation of [`Heads`], at most (client IDs can be long).
+const HEAD_BYTES: usize = 4 << 20;
 
 /// The heads of the records the writer wrote last, so a client that reports again and again
 /// costs one engine write and no engine read. The writer is the store's only writer, so what
@@ -718,6 +1049,8 @@ const HEADS: usize = 16 * 1024;
 struct Heads {
     current: std::collections::HashMap<u64, (Vec<u8>, Head)>,
     previous: std::collections::HashMap<u64, (Vec<u8>, Head)>,
+    /// Bytes of keys in `current`.
+    bytes: usize,
 }
 
 impl Heads {
@@ -725,6 +1058,7 @@ impl Heads {
         Heads {
             current: std::collections::HashMap::with_capacity(HEADS),
             previous: std::collections::HashMap::new(),
+            bytes: 0,
         }
     }
 
@@ -743,14 +1077,39 @@ impl Heads {
 
     /// Remembers `head` as what the engine now holds under `key`.
     fn insert(&mut self, key_hash: u64, key: Vec<u8>, head: Head) {
-        if self.current.len() >= HEADS && !self.current.contains_key(&key_hash) {
+        let full = self.current.len() >= HEADS || self.bytes >= HEAD_BYTES;
+        if full && !self.current.contains_key(&key_hash) {
             self.previous = std::mem::replace(
                 &mut self.current,
                 std::collections::HashMap::with_capacity(HEADS),
             );
+            self.bytes = 0;
         }
+        self.bytes += key.len();
         // Two clients whose keys share a hash: the newer one is remembered, the other is read.
-        self.current.insert(key_hash, (key, head));
+        if let Some((old, _)) = self.current.insert(key_hash, (key, head)) {
+            self.bytes -= old.len();
+        }
+    }
+
+    /// Forgets `key` (its record was removed).
+    fn forget(&mut self, key_hash: u64, key: &[u8]) {
+        if self
+            .current
+            .get(&key_hash)
+            .is_some_and(|(k, _)| &k[..] == key)
+        {
+            if let Some((old, _)) = self.current.remove(&key_hash) {
+                self.bytes -= old.len();
+            }
+        }
+        if self
+            .previous
+            .get(&key_hash)
+            .is_some_and(|(k, _)| &k[..] == key)
+        {
+            self.previous.remove(&key_hash);
+        }
     }
 }
 
@@ -769,6 +1128,236 @@ struct Batch {
     barriers: Vec<oneshot::Sender<Result<()>>>,
 }
 
+/// What the writer knows beside the store: the heads it wrote last, how old each bucket's
+/// oldest record may be, and whether it may write.
+struct Writer {
+    heads: Heads,
+    /// Per bucket, a timestamp (seconds) no newer than its oldest record's (`u64::MAX`: empty
+    /// as far as known). Retention scans only the buckets that may hold an expired record.
+    mins: Vec<u64>,
+    mode: Mode,
+    /// The clock's seconds when the current batch began.
+    now_secs: u64,
+    free: Option<u64>,
+    store_bytes: Option<u64>,
+    free_checked: Option<Instant>,
+    sized: Option<Instant>,
+    expired_at: Instant,
+    reopen_at: Instant,
+    backoff: Duration,
+}
+
+/// Whether the writer may write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    /// Known clients only, and why.
+    KnownOnly(&'static str),
+    /// Nothing is written: the disk is below the floor.
+    NoSpace,
+    /// A write or flush failed; the engine is reopened before anything is written again.
+    Broken(String),
+}
+
+const MIN_REOPEN_BACKOFF: Duration = Duration::from_millis(100);
+
+impl Writer {
+    fn new() -> Writer {
+        let now = Instant::now();
+        Writer {
+            heads: Heads::new(),
+            mins: vec![u64::MAX; BUCKETS],
+            mode: Mode::Normal,
+            now_secs: Timestamp::now().secs,
+            free: None,
+            store_bytes: None,
+            free_checked: None,
+            sized: None,
+            expired_at: now,
+            reopen_at: now,
+            backoff: MIN_REOPEN_BACKOFF,
+        }
+    }
+
+    /// Whether a new client is refused now.
+    fn refuses_new_clients(&self, shared: &Shared) -> bool {
+        let max = shared.admission.max_records;
+        matches!(self.mode, Mode::KnownOnly(_)) || (max > 0 && shared.leaves.total() >= max)
+    }
+
+    /// Looks at the disk (free space at most every [`FREE_CHECK`], the store's size every
+    /// [`SIZE_CHECK`]) and the record count, and sets the mode they call for.
+    fn assess(&mut self, shared: &Shared) {
+        if matches!(self.mode, Mode::Broken(_)) {
+            return;
+        }
+        let now = Instant::now();
+        let rules = &shared.admission;
+        let mut sized_now = false;
+        if let Some(disk) = &shared.disk {
+            if self.free_checked.is_none_or(|t| now - t >= FREE_CHECK) {
+                self.free = space::free_bytes(&disk.dir).ok();
+                self.free_checked = Some(now);
+            }
+            if self.sized.is_none_or(|t| now - t >= SIZE_CHECK) {
+                self.store_bytes = Some(space::used_bytes(&shared.path));
+                self.sized = Some(now);
+                sized_now = true;
+            }
+        }
+        let mode = match (self.free, self.store_bytes) {
+            (Some(free), _) if rules.min_free > 0 && free < rules.floor => Mode::NoSpace,
+            (Some(free), _) if rules.min_free > 0 && free < rules.min_free => {
+                Mode::KnownOnly("free space on the store's disk is below min_free_mib")
+            }
+            (_, Some(bytes)) if rules.max_store_bytes > 0 && bytes >= rules.max_store_bytes => {
+                Mode::KnownOnly("the store's files have reached max_store_mib")
+            }
+            _ if rules.max_records > 0 && shared.leaves.total() >= rules.max_records => {
+                Mode::KnownOnly("the store holds max_records clients")
+            }
+            _ => Mode::Normal,
+        };
+        self.set_mode(shared, mode);
+        if sized_now && self.mode == Mode::Normal {
+            if let (Some(disk), Some(free)) = (&shared.disk, self.free) {
+                disk.ballast.ensure(free, rules.min_free);
+            }
+        }
+    }
+
+    /// Changes the mode, logging it once per change, and publishes the store's health.
+    fn set_mode(&mut self, shared: &Shared, mode: Mode) {
+        let store = shared.path.display();
+        if mode != self.mode {
+            match &mode {
+                Mode::Normal => {
+                    tracing::info!(store = %store, free_bytes = self.free, "store writable again: taking every report")
+                }
+                Mode::KnownOnly(why) => {
+                    tracing::warn!(store = %store, free_bytes = self.free, store_bytes = self.store_bytes, records = shared.leaves.total(), "store refuses new clients: {why}; known clients still update")
+                }
+                Mode::NoSpace => {
+                    tracing::error!(store = %store, free_bytes = self.free, floor_bytes = shared.admission.floor, "store cannot write: free space on its disk is below a quarter of min_free_mib; every report is answered \"? \" until there is room")
+                }
+                Mode::Broken(why) => {
+                    tracing::error!(store = %store, error = %why, "store cannot write: a write failed; reopening it, answering \"? \" meanwhile")
+                }
+            }
+            if mode == Mode::NoSpace {
+                if let Some(disk) = &shared.disk {
+                    disk.ballast.release();
+                }
+            }
+            self.mode = mode;
+        }
+        let (writable, reason) = match &self.mode {
+            Mode::Normal => (Writable::Yes, String::new()),
+            Mode::KnownOnly(why) => (Writable::KnownClientsOnly, (*why).to_owned()),
+            Mode::NoSpace => (
+                Writable::No,
+                "free space on the store's disk is below a quarter of min_free_mib".to_owned(),
+            ),
+            Mode::Broken(why) => (
+                Writable::No,
+                format!("reopening after a failed write: {why}"),
+            ),
+        };
+        let health = Health {
+            writable,
+            reason,
+            free_bytes: self.free,
+            store_bytes: self.store_bytes,
+        };
+        let mut published = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+        if *published != health {
+            *published = health;
+        }
+    }
+
+    /// A write or flush failed: what the engine holds in memory may differ from its files, so
+    /// nothing is written until it is reopened (at once, then with growing pauses).
+    fn broken(&mut self, shared: &Shared, why: &Error) {
+        if matches!(self.mode, Mode::Broken(_)) {
+            return;
+        }
+        self.set_mode(shared, Mode::Broken(why.to_string()));
+        if let Some(disk) = &shared.disk {
+            let free = space::free_bytes(&disk.dir).unwrap_or(0);
+            if free < shared.admission.min_free.max(disk.ballast.size()) {
+                disk.ballast.release();
+            }
+        }
+        self.backoff = MIN_REOPEN_BACKOFF;
+        self.try_reopen(shared);
+    }
+
+    /// Reopens the engine; on success everything the writer and the store keep in memory about
+    /// its contents is rebuilt from what it holds now, so no decision rests on a write whose
+    /// flush failed.
+    fn try_reopen(&mut self, shared: &Shared) {
+        match shared.engine.reopen() {
+            Ok(()) => {
+                self.heads = Heads::new();
+                self.mins.fill(u64::MAX);
+                if let Some(seen) = shared.seen.get() {
+                    seen.clear();
+                }
+                shared.leaves.reset();
+                tracing::warn!(store = %shared.path.display(), "store reopened; rebuilding its fingerprints");
+                self.free_checked = None;
+                self.sized = None;
+                self.set_mode(shared, Mode::Normal);
+                self.assess(shared);
+            }
+            Err(e) => {
+                tracing::warn!(store = %shared.path.display(), error = %e, retry_ms = self.backoff.as_millis() as u64, "store cannot be reopened yet");
+                self.reopen_at = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_REOPEN_BACKOFF);
+            }
+        }
+    }
+
+    /// On a tick: retries a reopen that is due, and expires what retention says (at most every
+    /// [`EXPIRE_EVERY`]). Returns whether anything was removed.
+    fn on_tick(&mut self, shared: &Shared) -> bool {
+        if matches!(self.mode, Mode::Broken(_)) {
+            if Instant::now() >= self.reopen_at {
+                self.try_reopen(shared);
+            }
+            return false;
+        }
+        let retain = shared.admission.retain_secs;
+        if retain == 0 || self.expired_at.elapsed() < EXPIRE_EVERY {
+            return false;
+        }
+        self.expired_at = Instant::now();
+        let cutoff = Timestamp::now().secs.saturating_sub(retain);
+        self.expire(shared, cutoff).is_ok_and(|n| n > 0)
+    }
+
+    /// Expires up to `cutoff`, unless the store cannot write.
+    fn expire(&mut self, shared: &Shared, cutoff: u64) -> Result<u64> {
+        if shared.admission.retain_secs == 0
+            || !matches!(self.mode, Mode::Normal | Mode::KnownOnly(_))
+        {
+            return Ok(0);
+        }
+        match shared.expire(self, cutoff) {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(store = %shared.path.display(), expired = n, cutoff, "expired clients past the retention window");
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.broken(shared, &e);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// The writer thread: applies submissions in queue order, batch by batch, flushes once per
 /// batch, then completes the batch; it builds the fingerprints at start between batches.
 ///
@@ -779,16 +1368,18 @@ struct Batch {
 /// queued while one flush ran is applied, and covered by the next, as one batch.
 fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
     let periodic = shared.durability == Durability::None;
-    let mut heads = Heads::new();
+    let mut w = Writer::new();
+    w.assess(&shared);
     // Writes applied since the last flush (for the periodic flush of `durability = "none"`).
     let mut dirty = false;
     let mut closing = None;
     while closing.is_none() {
-        let first = if shared.leaves.built() < BUCKETS {
+        let building = shared.leaves.built() < BUCKETS && !matches!(w.mode, Mode::Broken(_));
+        let first = if building {
             match rx.try_recv() {
                 Ok(op) => Some(op),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if let Err(e) = shared.build_step() {
+                    if let Err(e) = shared.build_step(&mut w.mins) {
                         tracing::error!(store = %shared.path.display(), error = %e, "cannot read the store to build its fingerprints; retrying");
                         std::thread::sleep(Duration::from_millis(100));
                     }
@@ -803,17 +1394,23 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             rx.blocking_recv()
         };
         let Some(first) = first else { break };
+        w.now_secs = Timestamp::now().secs;
+        w.assess(&shared);
         let mut batch = Batch::default();
         let mut last = None;
         let mut tick = false;
+        let mut failed = None;
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(op) = next {
             match op {
                 Op::Merge(mut s) => {
-                    let outcome = shared.apply(&mut s, &mut heads);
+                    let outcome = shared.apply(&mut s, &mut w);
                     if let Err(e) = &outcome {
-                        tracing::error!(store = %shared.path.display(), error = %e, "cannot store a report");
+                        if !matches!(w.mode, Mode::Broken(_)) {
+                            tracing::error!(store = %shared.path.display(), error = %e, "cannot store a report");
+                            failed.get_or_insert_with(|| e.to_string());
+                        }
                     }
                     last = Some(s.ticket);
                     let Submission {
@@ -838,6 +1435,11 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
                 }
                 Op::Flush(tx) => batch.barriers.push(tx),
                 Op::Tick => tick = true,
+                Op::Expire { cutoff, reply } => {
+                    let expired = w.expire(&shared, cutoff);
+                    dirty |= expired.as_ref().is_ok_and(|n| *n > 0);
+                    let _ = reply.send(expired);
+                }
                 Op::Close(tx) => {
                     closing = Some(tx);
                     break;
@@ -853,18 +1455,46 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             shared.applied.send_replace(ticket);
             dirty = true;
         }
-        if periodic {
+        if tick && w.on_tick(&shared) {
+            dirty = true;
+        }
+        if let Mode::Broken(why) = &w.mode {
+            // Nothing was written: every outcome is already an error; no flush can succeed.
+            let why = Error::store(&shared.path, why);
             shared.complete(std::mem::take(&mut batch.done));
-            if (tick && dirty) || !batch.barriers.is_empty() || closing.is_some() {
-                finish(&shared, batch);
-                dirty = false;
+            for barrier in batch.barriers {
+                let _ = barrier.send(Err(Error::store(
+                    &shared.path,
+                    format!("not written: {why}"),
+                )));
             }
-        } else if !batch.done.is_empty() || !batch.barriers.is_empty() {
-            finish(&shared, batch);
+            continue;
+        }
+        let flushed = if periodic {
+            shared.complete(std::mem::take(&mut batch.done));
+            let due = tick && dirty && shared.flush_on_tick;
+            if due || !batch.barriers.is_empty() || closing.is_some() {
+                dirty = false;
+                finish(&shared, batch)
+            } else {
+                Ok(())
+            }
+        } else if !batch.done.is_empty() || !batch.barriers.is_empty() || dirty {
+            dirty = false;
+            finish(&shared, batch)
+        } else {
+            Ok(())
+        };
+        match (flushed, failed) {
+            (Err(e), _) => w.broken(&shared, &e),
+            (Ok(()), Some(why)) => w.broken(&shared, &Error::store(&shared.path, why)),
+            (Ok(()), None) => {}
         }
     }
     // Closing (or every handle dropped): one last flush covers everything applied.
-    finish(&shared, Batch::default());
+    if !matches!(w.mode, Mode::Broken(_)) {
+        let _ = finish(&shared, Batch::default());
+    }
     if let Some(tx) = closing {
         let _ = tx.send(());
     }
@@ -886,7 +1516,7 @@ fn spawn_ticker(every: Duration, queue: mpsc::WeakSender<Op>) {
 }
 
 /// Flushes once, then completes the batch: floods and answers on success, errors on failure.
-fn finish(shared: &Shared, batch: Batch) {
+fn finish(shared: &Shared, batch: Batch) -> Result<()> {
     let result = shared.timed_flush();
     if let Err(e) = &result {
         tracing::error!(store = %shared.path.display(), error = %e, "store flush failed");
@@ -901,6 +1531,7 @@ fn finish(shared: &Shared, batch: Batch) {
             Err(e) => Err(Error::store(&shared.path, format!("flush failed: {e}"))),
         });
     }
+    result
 }
 
 /// The stored form of a report, learned from peer `from` (or from a client), borrowing the

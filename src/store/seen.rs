@@ -41,6 +41,13 @@ impl Seen {
         *self.slot(line) = line.clone();
     }
 
+    /// Forgets every line (the store was reopened: what it holds is read again).
+    pub fn clear(&self) {
+        for slot in self.slots.iter() {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Bytes::new();
+        }
+    }
+
     /// Whether `line` is the AT line of a report this node stored (and still remembers).
     pub fn holds(&self, line: &[u8]) -> bool {
         let held = self.slot(line);
