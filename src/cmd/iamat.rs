@@ -32,7 +32,7 @@ pub async fn execute(node: &Node, cx: &mut Context, line: &Bytes, request: IAmAt
                             Some(invalid_answer(&line))
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "report not stored; answered as invalid");
+                            tracing::debug!(error = %e, "report not stored; answered as invalid");
                             Some(invalid_answer(&line))
                         }
                     }

@@ -365,24 +365,42 @@ async fn after_a_failed_flush_an_older_report_is_decided_on_what_the_store_holds
     // The engine was reopened on what it had flushed: t=1. An older report than the failed
     // one, but newer than the stored one, wins; the failed report is no longer remembered.
     let older = report("AT B +0.000000000 kiwi +1+2 3");
-    assert_eq!(store.merge(older.clone(), None).await.unwrap(), Merged::Stored);
+    assert_eq!(
+        store.merge(older.clone(), None).await.unwrap(),
+        Merged::Stored
+    );
     assert_eq!(store.get(b"kiwi").unwrap().unwrap().report, older);
     assert_eq!(engine.reopens(), 1);
     // A peer's copy of the failed report is not taken for a second copy of a stored one.
-    assert_eq!(store.merge(lost.clone(), Some("B")).await.unwrap(), Merged::Stored);
+    assert_eq!(
+        store.merge(lost.clone(), Some("B")).await.unwrap(),
+        Merged::Stored
+    );
     assert_eq!(store.get(b"kiwi").unwrap().unwrap().report, lost);
     ready(&store).await;
-    assert_eq!(store.fingerprint(fingerprint::Node::ROOT).unwrap(), fingerprint_of(&engine));
+    assert_eq!(
+        store.fingerprint(fingerprint::Node::ROOT).unwrap(),
+        fingerprint_of(&engine)
+    );
 }
 
 #[tokio::test]
 async fn a_crashed_engine_is_reopened_and_takes_reports_again() {
     let (engine, store) = mem(Durability::Flush);
-    store.merge(report("AT A +0.000000000 kept +1+2 1"), None).await.unwrap();
+    store
+        .merge(report("AT A +0.000000000 kept +1+2 1"), None)
+        .await
+        .unwrap();
     engine.crash_after(0);
-    assert!(store.merge(report("AT A +0.000000000 lost +1+2 1"), None).await.is_err());
+    assert!(store
+        .merge(report("AT A +0.000000000 lost +1+2 1"), None)
+        .await
+        .is_err());
     assert_eq!(
-        store.merge(report("AT A +0.000000000 after +1+2 1"), None).await.unwrap(),
+        store
+            .merge(report("AT A +0.000000000 after +1+2 1"), None)
+            .await
+            .unwrap(),
         Merged::Stored
     );
     assert!(store.get(b"kept").unwrap().is_some());
@@ -399,20 +417,32 @@ async fn admission_refuses_long_ids_and_new_clients_past_the_record_limit() {
     });
     ready(&store).await;
     assert_eq!(
-        store.merge(report("AT A +0.000000000 ninebytes +1+2 1"), None).await.unwrap(),
+        store
+            .merge(report("AT A +0.000000000 ninebytes +1+2 1"), None)
+            .await
+            .unwrap(),
         Merged::Refused(Refusal::ClientIdTooLong)
     );
     for c in ["a", "b"] {
         let line = format!("AT A +0.000000000 {c} +1+2 1");
-        assert_eq!(store.merge(report(&line), None).await.unwrap(), Merged::Stored);
+        assert_eq!(
+            store.merge(report(&line), None).await.unwrap(),
+            Merged::Stored
+        );
     }
     assert_eq!(
-        store.merge(report("AT A +0.000000000 c +1+2 1"), Some("B")).await.unwrap(),
+        store
+            .merge(report("AT A +0.000000000 c +1+2 1"), Some("B"))
+            .await
+            .unwrap(),
         Merged::Refused(Refusal::NewClient)
     );
     // A known client still updates.
     assert_eq!(
-        store.merge(report("AT A +0.000000000 a +1+2 2"), None).await.unwrap(),
+        store
+            .merge(report("AT A +0.000000000 a +1+2 2"), None)
+            .await
+            .unwrap(),
         Merged::Stored
     );
     assert_eq!(engine.contents().len(), 2);
@@ -429,12 +459,18 @@ async fn retention_refuses_old_reports_and_expires_through_the_writer() {
     ready(&store).await;
     let line = |c: &str, t: u64| format!("AT A +0.000000000 {c} +1+2 {t}");
     assert_eq!(
-        store.merge(report(&line("old", now - 150)), None).await.unwrap(),
+        store
+            .merge(report(&line("old", now - 150)), None)
+            .await
+            .unwrap(),
         Merged::Refused(Refusal::Expired)
     );
     let aging = report(&line("aging", now - 99));
     store.merge(aging.clone(), None).await.unwrap();
-    store.merge(report(&line("fresh", now)), None).await.unwrap();
+    store
+        .merge(report(&line("fresh", now)), None)
+        .await
+        .unwrap();
     assert_eq!(store.count(), Some(2));
     // Nothing older than the cutoff: nothing expires.
     assert_eq!(store.expire(now - 100).await.unwrap(), 0);
@@ -447,7 +483,10 @@ async fn retention_refuses_old_reports_and_expires_through_the_writer() {
     assert!(store.get(b"aging").unwrap().is_none());
     assert_eq!(store.count(), Some(1));
     assert_eq!(engine.contents().len(), 1);
-    assert_eq!(store.fingerprint(fingerprint::Node::ROOT).unwrap(), fingerprint_of(&engine));
+    assert_eq!(
+        store.fingerprint(fingerprint::Node::ROOT).unwrap(),
+        fingerprint_of(&engine)
+    );
     // A lagging peer's copy of the expired report does not bring it back.
     assert_eq!(
         store.merge(aging, Some("B")).await.unwrap(),
