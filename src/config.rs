@@ -201,6 +201,13 @@ pub struct LogConfig {
     /// The most bytes of a client's or peer's line shown (escaped) in one log line; a longer
     /// line is shown as its start and its length.
     pub line_bytes: usize,
+    /// The period, in seconds, of the summaries that stand for many records (connections
+    /// refused or evicted, lines over a connection's budget), and of the budget itself.
+    pub interval_secs: u64,
+    /// The most records one client connection may write per interval (its lines and answers,
+    /// a run of blank lines counting as one); past it, its lines are answered but only counted,
+    /// and one record says how many were not logged.
+    pub connection_records: u64,
 }
 
 impl Default for LogConfig {
@@ -209,7 +216,16 @@ impl Default for LogConfig {
             max_bytes: 64 * 1024 * 1024,
             keep: 4,
             line_bytes: 1024,
+            interval_secs: 10,
+            connection_records: 20_000,
         }
+    }
+}
+
+impl LogConfig {
+    /// The period of summaries and of a connection's log budget.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
     }
 }
 
@@ -364,6 +380,16 @@ impl Config {
             return Err(Error::config(
                 source,
                 "log: max_bytes must be at least 4096 and line_bytes at least 64",
+            ));
+        }
+        if !(1..=86_400).contains(&file.log.interval_secs) || file.log.connection_records < 100 {
+            return Err(Error::config(
+                source,
+                format!(
+                    "log: interval_secs must be between 1 and 86400 (is {}) and \
+                     connection_records at least 100 (is {})",
+                    file.log.interval_secs, file.log.connection_records
+                ),
             ));
         }
         if file.peers.queue == 0
@@ -526,6 +552,10 @@ mod tests {
         assert!(e.contains("max_future_secs"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nmax_bytes = 10\n");
         assert!(e.contains("log: max_bytes"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\ninterval_secs = 0\n");
+        assert!(e.contains("log: interval_secs"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nconnection_records = 10\n");
+        assert!(e.contains("connection_records at least 100 (is 10)"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nrotate = 1\n");
         assert!(e.contains("rotate"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");
