@@ -55,7 +55,11 @@ pub enum AdminDrop {
 }
 
 impl AdminDrop {
-    pub const ALL: [AdminDrop; 3] = [AdminDrop::Full, AdminDrop::PerSource, AdminDrop::HeadTimeout];
+    pub const ALL: [AdminDrop; 3] = [
+        AdminDrop::Full,
+        AdminDrop::PerSource,
+        AdminDrop::HeadTimeout,
+    ];
 
     /// Its `reason` label (and its name in the log).
     pub fn label(self) -> &'static str {

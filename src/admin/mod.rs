@@ -117,7 +117,8 @@ impl Admin {
         let shared = Shared { telemetry, node };
         let slots = Arc::new(Mutex::new(Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE)));
         let dropped = Arc::new(Mutex::new(Refusals::new()));
-        let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut summary =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let connections = TaskTracker::new();
         loop {

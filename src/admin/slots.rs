@@ -68,7 +68,8 @@ impl Slots {
         let ip = ip.to_canonical();
         let from_ip = self.open.values().filter(|e| e.ip == ip).count();
         let victim = if from_ip >= self.per_source {
-            self.oldest(|e| e.ip == ip).map(|id| (id, AdminDrop::PerSource))
+            self.oldest(|e| e.ip == ip)
+                .map(|id| (id, AdminDrop::PerSource))
         } else if self.open.len() >= self.limit {
             self.oldest(|_| true).map(|id| (id, AdminDrop::Full))
         } else {
