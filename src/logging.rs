@@ -8,7 +8,10 @@
 //! overrides such as U+202E, zero-width characters) and line or paragraph separator
 //! characters escaped, and capped in length; the file is rotated by size (`[log] max_bytes`,
 //! `keep`). The log directory is created 0700 and the file 0600, never through a symbolic
-//! link.
+//! link. Nor can one client push everyone else's history out of the rotation: a run of blank
+//! lines is one record with its count, and a client connection writes at most
+//! `[log] connection_records` records per `interval_secs`, then one record of how many of its
+//! lines and answers were not logged ([`ConnLog`]).
 //!
 //! Nothing here ever writes to a client socket.
 
