@@ -222,6 +222,13 @@ pub struct LogConfig {
     /// The most bytes of a client's or peer's line shown (escaped) in one log line; a longer
     /// line is shown as its start and its length.
     pub line_bytes: usize,
+    /// The period, in seconds, of the summaries that stand for many records (connections
+    /// refused or evicted, lines over a connection's budget), and of the budget itself.
+    pub interval_secs: u64,
+    /// The most records one client connection may write per interval (its lines and answers,
+    /// a run of blank lines counting as one); past it, its lines are answered but only counted,
+    /// and one record says how many were not logged.
+    pub connection_records: u64,
 }
 
 impl Default for LogConfig {
@@ -230,7 +237,16 @@ impl Default for LogConfig {
             max_bytes: 64 * 1024 * 1024,
             keep: 4,
             line_bytes: 1024,
+            interval_secs: 10,
+            connection_records: 20_000,
         }
+    }
+}
+
+impl LogConfig {
+    /// The period of summaries and of a connection's log budget.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
     }
 }
 
@@ -393,6 +409,25 @@ impl Config {
                 "log: max_bytes must be at least 4096 and line_bytes at least 64",
             ));
         }
+        if !(1..=86_400).contains(&file.log.interval_secs) {
+            return Err(Error::config(
+                source,
+                format!(
+                    "log: interval_secs must be between 1 and 86400 (is {})",
+                    file.log.interval_secs
+                ),
+            ));
+        }
+        if file.log.connection_records < 100 {
+            return Err(Error::config(
+                source,
+                format!(
+                    "log: connection_records must be at least 100 (is {}); an ordinary client \
+                     logs two records a request",
+                    file.log.connection_records
+                ),
+            ));
+        }
         if file.peers.queue == 0
             || file.peers.backoff_min_ms == 0
             || file.peers.sync_interval_secs == 0
@@ -553,6 +588,13 @@ mod tests {
         assert!(e.contains("max_future_secs"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nmax_bytes = 10\n");
         assert!(e.contains("log: max_bytes"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\ninterval_secs = 0\n");
+        assert!(e.contains("log: interval_secs"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nconnection_records = 10\n");
+        assert!(
+            e.contains("connection_records must be at least 100 (is 10)"),
+            "{e}"
+        );
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nrotate = 1\n");
         assert!(e.contains("rotate"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[store]\ndurability = \"maybe\"\n");

@@ -27,7 +27,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::cmd::{execute, Answer, Context};
-use crate::logging::{client_line, ConnTag, Direction, Escaped};
+use crate::logging::{ConnLog, Direction, Escaped};
 use crate::node::Node;
 use crate::peer::handshake::{self, Accepted, Listener, Transport};
 use crate::peer::{auth, Liveness, PeerReader, PeerWriter, Session, Watched};
@@ -75,10 +75,14 @@ pub async fn serve(
         writer: Box::new(wr),
         pending: FuturesOrdered::new(),
         remote,
-        tag: ConnTag::new(id, remote),
         // Asked once: the filter does not change while the node runs, and the question costs
         // more than the record.
-        log_lines: tracing::enabled!(tracing::Level::INFO),
+        log: ConnLog::new(
+            id,
+            remote,
+            tracing::enabled!(tracing::Level::INFO),
+            &node.config().log,
+        ),
         write_timeout: limits.write_timeout(),
         liveness,
         refused_hellos: 0,
@@ -224,10 +228,8 @@ struct Connection {
     writer: PeerWriter,
     pending: Pending,
     remote: SocketAddr,
-    /// What the connection's log records start with.
-    tag: ConnTag,
-    /// Whether `RUST_LOG` keeps this connection's `info` records (its lines).
-    log_lines: bool,
+    /// Its lines and answers, as the log gets them.
+    log: ConnLog,
     write_timeout: Duration,
     /// Kept for the session if this connection becomes a peer link.
     liveness: std::sync::Arc<Liveness>,
@@ -235,11 +237,9 @@ struct Connection {
 }
 
 impl Connection {
-    /// Logs a line read or an answer written, if `RUST_LOG` keeps `info` records here.
-    fn log(&self, dir: Direction, line: &[u8]) {
-        if self.log_lines {
-            client_line(&self.tag, dir, line);
-        }
+    /// Logs a line read or an answer written.
+    fn log(&mut self, dir: Direction, line: &[u8]) {
+        self.log.line(dir, line);
     }
 
     /// Writes one answer whole, within the write deadline.

@@ -24,6 +24,7 @@ pub mod peer;
 pub mod places;
 pub mod private_files;
 pub mod protocol;
+pub mod refusals;
 pub mod report;
 pub mod server;
 pub mod sources;

@@ -8,7 +8,10 @@
 //! overrides such as U+202E, zero-width characters) and line or paragraph separator
 //! characters escaped, and capped in length; the file is rotated by size (`[log] max_bytes`,
 //! `keep`). The log directory is created 0700 and the file 0600, never through a symbolic
-//! link.
+//! link. Nor can one client push everyone else's history out of the rotation: a run of blank
+//! lines is one record with its count, and a client connection writes at most
+//! `[log] connection_records` records per `interval_secs`, then one record of how many of its
+//! lines and answers were not logged ([`ConnLog`]).
 //!
 //! Nothing here ever writes to a client socket.
 
@@ -327,6 +330,126 @@ pub fn client_line(tag: &ConnTag, dir: Direction, line: &[u8]) {
             let _ = std::io::stderr().write_all(shown.as_bytes());
         }
     });
+}
+
+/// What one client connection writes to the log: every line it sends and every answer, as
+/// [`client_line`] records, except that
+///
+/// - a run of blank lines (empty, or a lone `\r`) is one record with its count
+///   (`blank_lines=N`), written when the run ends or the connection closes;
+/// - past `[log] connection_records` records in an interval (`[log] interval_secs`), its lines
+///   and answers are only counted until the interval is over; then one record
+///   (`lines not logged`) says how many of each were not, and logging resumes. The connection
+///   is answered all the same.
+///
+/// So every line is accounted for: the lines logged, the blank lines counted and the lines not
+/// logged add up to every line read.
+pub struct ConnLog {
+    tag: ConnTag,
+    /// Whether `RUST_LOG` keeps this connection's `info` records.
+    on: bool,
+    /// Blank lines read since the last other line, not logged yet.
+    blanks: u64,
+    budget: u64,
+    interval: Duration,
+    /// Records written since `since`.
+    used: u64,
+    since: std::time::Instant,
+    held_lines: u64,
+    held_answers: u64,
+}
+
+impl ConnLog {
+    /// The log of connection `id` from `remote`; `on` says whether `info` records are kept
+    /// where the connection runs (asked once: the filter does not change while a node runs).
+    pub fn new(id: u64, remote: std::net::SocketAddr, on: bool, settings: &LogConfig) -> ConnLog {
+        ConnLog {
+            tag: ConnTag::new(id, remote),
+            on,
+            blanks: 0,
+            budget: settings.connection_records,
+            interval: settings.interval(),
+            used: 0,
+            since: std::time::Instant::now(),
+            held_lines: 0,
+            held_answers: 0,
+        }
+    }
+
+    /// Logs a line read or an answer written.
+    pub fn line(&mut self, dir: Direction, line: &[u8]) {
+        if !self.on {
+            return;
+        }
+        if dir == Direction::In && line.is_empty() {
+            self.blanks += 1;
+            return;
+        }
+        self.end_blank_run();
+        if self.admit() {
+            client_line(&self.tag, dir, line);
+        } else if dir == Direction::In {
+            self.held_lines += 1;
+        } else {
+            self.held_answers += 1;
+        }
+    }
+
+    /// Writes the run of blank lines that just ended, if any.
+    fn end_blank_run(&mut self) {
+        if self.blanks == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut self.blanks);
+        if self.admit() {
+            tracing::info!(target: "herd::connection", blank_lines = n, "blank lines");
+        } else {
+            self.held_lines += n;
+        }
+    }
+
+    /// Whether the budget has room for one more record; a spent budget is renewed once an
+    /// interval has passed since it was last renewed, after the record of what it held back.
+    fn admit(&mut self) -> bool {
+        if self.used < self.budget {
+            self.used += 1;
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(self.since) < self.interval {
+            return false;
+        }
+        self.report_held();
+        self.since = now;
+        self.used = 1;
+        true
+    }
+
+    /// Writes how many lines and answers the budget held back, if any.
+    fn report_held(&mut self) {
+        if self.held_lines == 0 && self.held_answers == 0 {
+            return;
+        }
+        tracing::warn!(
+            target: "herd::connection",
+            lines = self.held_lines,
+            answers = self.held_answers,
+            budget = self.budget,
+            interval_secs = self.interval.as_secs(),
+            "lines not logged: the connection passed its log budget"
+        );
+        self.held_lines = 0;
+        self.held_answers = 0;
+    }
+}
+
+impl Drop for ConnLog {
+    fn drop(&mut self) {
+        if self.on {
+            self.end_blank_run();
+            self.report_held();
+        }
+    }
 }
 
 /// Appends the current UTC time as the event formatter writes it (RFC 3339, microseconds),
@@ -714,6 +837,7 @@ mod tests {
             max_bytes: 4096,
             keep: 2,
             line_bytes: 64,
+            ..LogConfig::default()
         };
         let mut log = LogFile::open(path.clone(), &settings).unwrap();
         for i in 0..100 {
@@ -744,6 +868,7 @@ mod tests {
             max_bytes: u64::MAX,
             keep: 1,
             line_bytes: 64,
+            ..LogConfig::default()
         };
         let file = LogFile::open(path.clone(), &settings).unwrap();
         let batch = Arc::new(Batch::new(1024));

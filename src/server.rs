@@ -7,7 +7,8 @@
 //! has read (the store keeps writing and flushing for them), stop the links, then close the
 //! store, which applies and flushes everything it was given. A connection beyond
 //! `max_connections`, or beyond `max_connections_per_source` from one address, is closed at
-//! once.
+//! once; the log gets the first such refusal when it happens, then one summary per
+//! `[log] interval_secs` (counts, reasons, the busiest sources), and a last one at shutdown.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::peer::{link, Links};
 use crate::places::Places;
+use crate::refusals::Refusals;
 use crate::sources::Sources;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -123,20 +125,31 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let permits = Arc::new(Semaphore::new(max_connections));
     let ids = AtomicU64::new(0);
     let sources = Sources::new(node.config().limits.max_connections_per_source);
+    let interval = node.config().log.interval();
+    let mut refusals = Refusals::new();
+    let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = summary.tick() => log_refusals(&mut refusals, interval),
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        tracing::warn!(%remote, limit = max_connections, "connection limit reached; refusing");
                         drop(stream);
+                        telemetry.connection_refused(false);
+                        if refusals.count(remote.ip(), "max_connections") {
+                            tracing::warn!(%remote, limit = max_connections, summary_secs = interval.as_secs(), "connection limit reached; refusing (further refusals are summarised once per interval)");
+                        }
                         continue;
                     };
                     let Some(slot) = sources.try_acquire(remote.ip()) else {
-                        tracing::warn!(%remote, limit = sources.limit(), "per-source connection limit reached; refusing");
                         drop(stream);
+                        telemetry.connection_refused(true);
+                        if refusals.count(remote.ip(), "per_source") {
+                            tracing::warn!(%remote, limit = sources.limit(), summary_secs = interval.as_secs(), "per-source connection limit reached; refusing (further refusals are summarised once per interval)");
+                        }
                         continue;
                     };
                     let id = ids.fetch_add(1, Ordering::Relaxed);
@@ -159,6 +172,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
             }
         }
     }
+    log_refusals(&mut refusals, interval);
 
     telemetry.set_stopping();
     tracing::info!(server = %name, "shutting down");
@@ -184,6 +198,21 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         admin.stop().await;
     }
     Ok(())
+}
+
+/// Logs the summary of the connections refused in the interval that ends, if any were
+/// beyond the one logged when it happened.
+fn log_refusals(refusals: &mut Refusals, interval: Duration) {
+    if let Some(s) = refusals.end_interval() {
+        tracing::warn!(
+            refused = s.total,
+            reasons = %s.reasons,
+            sources = s.sources,
+            top = %s.top,
+            interval_secs = interval.as_secs(),
+            "connections refused in the last interval"
+        );
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -11,7 +11,8 @@
 //! (`herd_requests_total{command}`, `herd_reports_total{outcome}`, `herd_records`,
 //! `herd_peer_up{peer}`, `herd_sync_rounds_total{peer}`, `herd_sync_bytes_total{peer,direction}`,
 //! `herd_places_cache_total{result}`, `herd_places_upstream_seconds`, `herd_flush_seconds`,
-//! `herd_connections`), rendered in Prometheus text format 0.0.4 by the `prometheus` crate. Every
+//! `herd_connections`), and beyond it `herd_connections_refused_total{reason}` and
+//! `herd_admin_connections_dropped_total{reason}`, rendered in Prometheus text format 0.0.4 by the `prometheus` crate. Every
 //! configured link has its `herd_peer_up` series from the start (0 until it comes up).
 //!
 //! What it does not do: serve anything (that is [`crate::admin`]) or decide anything.
@@ -40,6 +41,34 @@ pub enum RequestKind {
     WhatsAt,
     /// Anything answered with `? `.
     Invalid,
+}
+
+/// Why an admin connection was closed before it was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminDrop {
+    /// Every slot was taken: the oldest connection still sending its head made room.
+    Full,
+    /// Its address held its share of the slots: its oldest such connection made room.
+    PerSource,
+    /// Its request head did not arrive in time.
+    HeadTimeout,
+}
+
+impl AdminDrop {
+    pub const ALL: [AdminDrop; 3] = [
+        AdminDrop::Full,
+        AdminDrop::PerSource,
+        AdminDrop::HeadTimeout,
+    ];
+
+    /// Its `reason` label (and its name in the log).
+    pub fn label(self) -> &'static str {
+        match self {
+            AdminDrop::Full => "full",
+            AdminDrop::PerSource => "per_source",
+            AdminDrop::HeadTimeout => "head_timeout",
+        }
+    }
 }
 
 /// Whether the node is serving.
@@ -145,6 +174,9 @@ struct Inner {
     store_writable: IntGauge,
     store_free: IntGauge,
     store_bytes: IntGauge,
+    refused_total: IntCounter,
+    refused_per_source: IntCounter,
+    admin_dropped: IntCounterVec,
     /// The latest stored reports: a ring of slots, each with its own lock, so concurrent
     /// writers rarely meet.
     recent: Box<[Mutex<Option<RecentReport>>]>,
@@ -315,6 +347,35 @@ impl Telemetry {
             )
             .expect("valid metric"),
         );
+        let refused = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_connections_refused_total",
+                    "Client connections closed at once: past max_connections, or past \
+                     max_connections_per_source from their address.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        );
+        let admin_dropped = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_admin_connections_dropped_total",
+                    "Admin connections closed before they were answered: to make room for a \
+                     newer one when every slot was taken (full) or their address held its \
+                     share (per_source), or because their request head did not arrive in time \
+                     (head_timeout).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        );
+        for reason in AdminDrop::ALL {
+            admin_dropped.with_label_values(&[reason.label()]);
+        }
         let mut links = BTreeMap::new();
         for peer in peers {
             peer_up.with_label_values(&[peer.as_str()]).set(0);
@@ -348,6 +409,9 @@ impl Telemetry {
                 store_writable,
                 store_free,
                 store_bytes,
+                refused_total: refused.with_label_values(&["max_connections"]),
+                refused_per_source: refused.with_label_values(&["per_source"]),
+                admin_dropped,
                 store: OnceLock::new(),
                 recent: (0..RECENT_REPORTS).map(|_| Mutex::new(None)).collect(),
                 recent_next: AtomicU64::new(0),
@@ -442,6 +506,24 @@ impl Telemetry {
         ConnectionGuard {
             telemetry: self.clone(),
         }
+    }
+
+    /// A client connection was refused: past `max_connections` (`per_source` false) or past
+    /// `max_connections_per_source`.
+    pub fn connection_refused(&self, per_source: bool) {
+        if per_source {
+            self.inner.refused_per_source.inc();
+        } else {
+            self.inner.refused_total.inc();
+        }
+    }
+
+    /// An admin connection was closed before it was answered.
+    pub fn admin_dropped(&self, why: AdminDrop) {
+        self.inner
+            .admin_dropped
+            .with_label_values(&[why.label()])
+            .inc();
     }
 
     /// A client connection closed (what [`ConnectionGuard`] calls on drop).
@@ -670,6 +752,9 @@ mod tests {
         t.places_upstream(Duration::from_millis(30));
         t.flush(Duration::from_micros(300));
         let guard = t.connection_opened();
+        t.connection_refused(true);
+        t.admin_dropped(AdminDrop::PerSource);
+        t.admin_dropped(AdminDrop::PerSource);
         let (text, content_type) = t.metrics_text();
         assert!(content_type.contains("version=0.0.4"), "{content_type}");
         for line in [
@@ -693,6 +778,11 @@ mod tests {
             "herd_flush_seconds_count 1",
             "# TYPE herd_records gauge",
             "herd_connections 1",
+            "herd_connections_refused_total{reason=\"per_source\"} 1",
+            "herd_connections_refused_total{reason=\"max_connections\"} 0",
+            "herd_admin_connections_dropped_total{reason=\"per_source\"} 2",
+            "herd_admin_connections_dropped_total{reason=\"full\"} 0",
+            "herd_admin_connections_dropped_total{reason=\"head_timeout\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

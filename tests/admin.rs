@@ -5,8 +5,11 @@ mod common;
 #[path = "support/fake_google.rs"]
 mod fake_google;
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -352,7 +355,8 @@ fn bad_requests_get_exact_answers_and_never_block_the_client_port() {
         Some(answer) => assert_eq!(answer.status, 431),
     }
 
-    // Fill every admin connection slot with a request that never finishes.
+    // 64 requests that never finish: each is closed within the head timeout, or sooner to make
+    // room for a newer connection.
     let slow: Vec<TcpStream> = (0..64)
         .map(|_| {
             let mut s = TcpStream::connect(a).unwrap();
@@ -410,4 +414,143 @@ fn without_a_secret_the_admin_endpoint_must_be_loopback() {
     eventually(Duration::from_secs(20), "/healthz 200 on 0.0.0.0", || {
         http(&format!("127.0.0.1:{port}"), "GET", "/healthz").is_some_and(|h| h.status == 200)
     });
+}
+
+/// Sum of every `herd_admin_connections_dropped_total` series.
+fn admin_dropped(metrics: &str) -> f64 {
+    ["full", "per_source", "head_timeout"]
+        .iter()
+        .map(|r| {
+            sample(
+                metrics,
+                &format!("herd_admin_connections_dropped_total{{reason=\"{r}\"}}"),
+            )
+            .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+/// A connection to `addr` that has sent part of a request head and holds it.
+fn slow_request(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    s
+}
+
+#[test]
+fn healthz_answers_at_once_while_slow_connections_hold_the_admin_port() {
+    let (table, admin) = admin_table(&["Clark"]);
+    // A long summary interval: the only summary is the one written at the stop.
+    let mut herd = Herd::new(
+        &["Clark"],
+        &[],
+        &format!("[log]\ninterval_secs = 3600\n{table}"),
+    );
+    herd.start("Clark");
+    let a = admin["Clark"].clone();
+    assert_eq!(get(&a, "/healthz").status, 200);
+    let lines_before = herd.log("Clark").lines().count();
+
+    // 200 slow connections from this address, kept at 200 for the whole test: as the node
+    // closes them, the oldest is dropped and a new one opened.
+    let attacking = Arc::new(AtomicBool::new(true));
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let attacker = {
+        let a = a.clone();
+        let attacking = Arc::clone(&attacking);
+        std::thread::spawn(move || {
+            let mut held: VecDeque<TcpStream> = (0..200).map(|_| slow_request(&a)).collect();
+            opened_tx.send(()).unwrap();
+            let mut opened = 200u32;
+            while attacking.load(Ordering::Relaxed) {
+                held.pop_front();
+                held.push_back(slow_request(&a));
+                opened += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened
+        })
+    };
+    opened_rx.recv().unwrap();
+
+    let mut took = Vec::new();
+    for i in 0..50 {
+        let began = Instant::now();
+        let answer = http(&a, "GET", "/healthz");
+        let elapsed = began.elapsed();
+        let answer = answer.unwrap_or_else(|| panic!("try {i}: /healthz not answered"));
+        assert_eq!(
+            (answer.status, answer.text().as_str()),
+            (200, "ok"),
+            "try {i}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(100),
+            "try {i}: /healthz took {elapsed:?}"
+        );
+        took.push(elapsed);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = get(&a, "/metrics").text();
+    attacking.store(false, Ordering::Relaxed);
+    let opened = attacker.join().unwrap();
+    took.sort();
+    eprintln!(
+        "{opened} slow connections opened; /healthz median {:?}, max {:?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+
+    // Room was made by closing slow connections, and /metrics counts them: of the first 200
+    // alone, all but the address's share.
+    let per_source = sample(
+        &metrics,
+        "herd_admin_connections_dropped_total{reason=\"per_source\"}",
+    )
+    .unwrap();
+    assert!(per_source >= 184.0, "{metrics}");
+    let dropped = admin_dropped(&metrics);
+
+    // The log tells of it once, not once per connection closed.
+    let log = herd.log("Clark");
+    let grown = log.lines().count() - lines_before;
+    assert!(
+        grown < 10,
+        "{dropped} connections closed early grew the log by {grown} lines"
+    );
+    let at_once: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("admin connection closed before its request"))
+        .collect();
+    assert_eq!(at_once.len(), 1, "{log}");
+    assert!(
+        at_once[0].contains("reason=\"per_source\""),
+        "{}",
+        at_once[0]
+    );
+
+    // The stop writes the interval's summary: every connection closed early, by reason and
+    // source.
+    let after = get(&a, "/metrics").text();
+    let total = admin_dropped(&after);
+    assert_eq!(herd.stop("Clark").code(), Some(0));
+    let log = herd.log("Clark");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("admin connections closed before their request in the last interval"))
+        .unwrap_or_else(|| panic!("no summary in\n{log}"));
+    let closed: f64 = field(summary, "closed").parse().unwrap();
+    assert!(closed >= total, "{summary} (metrics: {total})");
+    assert!(summary.contains("top=127.0.0.1="), "{summary}");
+    assert!(summary.contains("per_source="), "{summary}");
+}
+
+/// The value of `key=value` in a log record.
+fn field<'a>(record: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}=");
+    record
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key} in {record}"))
 }

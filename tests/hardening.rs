@@ -225,6 +225,112 @@ fn unicode_format_and_separator_characters_are_escaped_in_the_log() {
     );
 }
 
+/// The value of `key=value` in a log record.
+fn field<'a>(record: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}=");
+    record
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key} in {record}"))
+}
+
+/// A client ID no other run of this test uses.
+fn unique(what: &str) -> String {
+    format!("{what}-{}-{}", std::process::id(), now_nanos())
+}
+
+/// Stores a report of client `marker` and waits until the node has logged it.
+fn log_marker(herd: &Herd, marker: &str) {
+    let mut c = Client::connect(&herd.addr("N"));
+    assert!(c.iamat(marker, "+1+1", &now_ts()).starts_with("AT N "));
+    wait_logged(herd, marker);
+}
+
+/// The connection id of a log record (`conn{id=7 ...`).
+fn conn_id(record: &str) -> Option<&str> {
+    record.split("conn{id=").nth(1)?.split(' ').next()
+}
+
+#[test]
+fn two_million_blank_lines_are_one_counted_record_and_rotate_nothing_out() {
+    // A log of 2 MiB in all: one record per blank line (about 100 bytes each) would rotate
+    // the marker out a hundred times over.
+    let herd = node("[log]\nmax_bytes = 1048576\nkeep = 1\n");
+    let marker = unique("before-the-blanks");
+    log_marker(&herd, &marker);
+
+    const BLANKS: usize = 2_000_000;
+    let mut input = vec![b'\n'; BLANKS];
+    input.extend_from_slice(b"IAMAT after-the-blanks +1+1 1\n");
+    let answer = ask_while_reading(&herd.addr("N"), input);
+    assert!(
+        answer.starts_with(b"AT N "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(answer.iter().filter(|&&b| b == b'\n').count(), 1);
+    wait_logged(&herd, "after-the-blanks");
+
+    let log = all_logs(&herd);
+    assert!(log.contains(&marker), "the marker was rotated out");
+    let counted: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("blank_lines="))
+        .map(|l| field(l, "blank_lines").parse().unwrap())
+        .collect();
+    assert_eq!(counted.iter().sum::<u64>(), BLANKS as u64, "{counted:?}");
+    assert_eq!(counted.len(), 1, "one run, one record: {counted:?}");
+    assert!(!log.contains("log rotated"), "nothing was rotated");
+}
+
+#[test]
+fn a_flood_past_the_log_budget_is_one_record_of_what_was_not_logged() {
+    // Without the budget, the flood's 200,000 records (about 20 MB) would rotate the 2 MiB
+    // log many times over.
+    let herd = node(
+        "[log]\nmax_bytes = 1048576\nkeep = 1\nconnection_records = 500\ninterval_secs = 3600\n",
+    );
+    let marker = unique("before-the-flood");
+    log_marker(&herd, &marker);
+
+    const JUNK: usize = 100_000;
+    let mut input = Vec::new();
+    for i in 0..JUNK {
+        input.extend_from_slice(format!("junk {i}\n").as_bytes());
+    }
+    let answer = ask_while_reading(&herd.addr("N"), input);
+    assert_eq!(
+        answer
+            .split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"? junk "))
+            .count(),
+        JUNK,
+        "every line is answered"
+    );
+    wait_logged(&herd, "lines not logged");
+
+    let log = all_logs(&herd);
+    assert!(log.contains(&marker), "the marker was rotated out");
+    let held: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lines not logged"))
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let flood = conn_id(held[0]).unwrap();
+    let records = |dir: &str| {
+        log.lines()
+            .filter(|l| conn_id(l) == Some(flood) && l.contains(dir))
+            .count()
+    };
+    let (logged_in, logged_out) = (records("dir=\"in\""), records("dir=\"out\""));
+    assert_eq!(logged_in + logged_out, 500, "the budget, spent");
+    let not_logged: usize = field(held[0], "lines").parse().unwrap();
+    let answers_not_logged: usize = field(held[0], "answers").parse().unwrap();
+    assert_eq!(logged_in + not_logged, JUNK, "{}", held[0]);
+    assert_eq!(logged_out + answers_not_logged, JUNK, "{}", held[0]);
+    assert!(!log.contains("log rotated"), "nothing was rotated");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connections.
 
@@ -335,6 +441,63 @@ fn one_source_address_cannot_take_every_slot() {
         let mut b = [0u8; 4];
         matches!(s.read(&mut b), Ok(4) if &b == b"AT N")
     });
+}
+
+#[test]
+fn refused_connections_are_summarised_per_source_not_logged_one_by_one() {
+    let (table, admin) = admin_table(&["N"]);
+    // A long interval: besides the first refusal, the only record is the summary at the stop.
+    let mut herd = node(&format!(
+        "[limits]\nmax_connections_per_source = 2\n[log]\ninterval_secs = 3600\n{table}"
+    ));
+    let mut held: Vec<Client> = (0..2).map(|_| Client::connect(&herd.addr("N"))).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        assert!(c
+            .iamat(&format!("held{i}"), "+1+2", "3")
+            .starts_with("AT N "));
+    }
+    const REFUSED: usize = 300;
+    for i in 0..REFUSED {
+        let mut s = TcpStream::connect(herd.addr("N")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(b"IAMAT refused +1+2 3\n");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "connection {i} was answered");
+    }
+    assert_eq!(
+        metric(
+            &admin["N"],
+            "herd_connections_refused_total{reason=\"per_source\"}"
+        ),
+        REFUSED as f64
+    );
+    assert!(held[1].iamat("held1", "+1+2", "4").starts_with("AT N "));
+    let refusal_records = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("limit reached") || l.contains("connections refused"))
+            .count()
+    };
+    assert_eq!(refusal_records(&herd.log("N")), 1, "{}", herd.log("N"));
+
+    drop(held);
+    assert_eq!(herd.stop("N").code(), Some(0));
+    let log = herd.log("N");
+    assert_eq!(refusal_records(&log), 2, "{log}");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("connections refused in the last interval"))
+        .unwrap();
+    assert_eq!(field(summary, "refused"), REFUSED.to_string(), "{summary}");
+    assert_eq!(field(summary, "sources"), "1", "{summary}");
+    assert!(
+        summary.contains(&format!("reasons=per_source={REFUSED} ")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("top=127.0.0.1={REFUSED} ")),
+        "{summary}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

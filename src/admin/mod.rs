@@ -3,11 +3,16 @@
 //!
 //! What it promises:
 //!
-//! - **Bounded like the client port.** At most [`MAX_CONNECTIONS`] connections at once (the
-//!   excess is closed at once); one request per connection (no keep-alive); the request head
-//!   must arrive within [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`] (hyper answers 431
-//!   otherwise); a connection lives at most [`CONNECTION_TIMEOUT`]. Request bodies are never
-//!   read.
+//! - **Bounded like the client port.** At most [`MAX_CONNECTIONS`] connections at once, and
+//!   [`MAX_PER_SOURCE`] from one address; one request per connection (no keep-alive); the
+//!   request head must arrive within [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`] (hyper
+//!   answers 431 otherwise); a connection lives at most [`CONNECTION_TIMEOUT`]. Request bodies
+//!   are never read.
+//! - **Always answerable.** A new connection is never refused: when there is no room, the
+//!   oldest connection still sending its head is closed instead (see `slots.rs`), so any number
+//!   of slow or idle connections cannot keep a probe out. Each connection closed early is
+//!   counted in `herd_admin_connections_dropped_total{reason}`; the log gets the first one at
+//!   once and then one summary per `[log] interval_secs`, never a record per connection.
 //! - **Never in the clients' way.** Handlers read atomics, one mutex held for a copy, and at
 //!   most one store lookup; nothing here waits on a client, a peer or a flush.
 //! - **Exact answers.** `GET` (and `HEAD`) only: any other method is 405 with `Allow`; an
@@ -20,11 +25,13 @@
 //! Not a goal: authentication. With a secret set it may listen anywhere, and anyone who reaches
 //! it can read client locations: put it on a private network.
 
+mod slots;
 mod status;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,20 +40,23 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::telemetry::{Health, Telemetry};
+use crate::refusals::Refusals;
+use crate::telemetry::{AdminDrop, Health, Telemetry};
+use slots::{Admitted, Slots};
 
-/// The most admin connections served at once.
+/// The most admin connections open at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// The most admin connections open at once from one source address.
+pub const MAX_PER_SOURCE: usize = 16;
 /// How long a request head may take to arrive.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest request head accepted, in bytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// The longest an admin connection may stay open.
@@ -96,18 +106,28 @@ impl Admin {
 
     /// Serves until `stop` fires, then waits (bounded) for the requests being answered.
     /// `node` is filled in once the store is open; until then `/clients` answers 503.
+    /// Connections closed early are summarised in the log once per `interval`.
     pub async fn serve(
         self,
         telemetry: Telemetry,
         node: Arc<OnceLock<Node>>,
+        interval: Duration,
         stop: CancellationToken,
     ) {
         let shared = Shared { telemetry, node };
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Mutex::new(Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE)));
+        let dropped = Arc::new(Mutex::new(Refusals::new()));
+        let mut summary =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let connections = TaskTracker::new();
         loop {
             let (stream, remote) = tokio::select! {
                 _ = stop.cancelled() => break,
+                _ = summary.tick() => {
+                    log_summary(&dropped, interval);
+                    continue;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -117,37 +137,109 @@ impl Admin {
                     }
                 },
             };
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                tracing::warn!(%remote, limit = MAX_CONNECTIONS, "admin connection limit reached; refusing");
-                continue;
-            };
+            let admitted = lock(&slots).admit(remote.ip());
+            if let Some((ip, why)) = admitted.evicted {
+                count_drop(&shared.telemetry, &dropped, ip, why, interval);
+            }
             let shared = shared.clone();
             let stop = stop.clone();
+            let slots = Arc::clone(&slots);
+            let dropped = Arc::clone(&dropped);
             connections.spawn(async move {
+                let Admitted {
+                    id,
+                    head_done,
+                    close,
+                    ..
+                } = admitted;
+                let telemetry = shared.telemetry.clone();
+                let seen = Arc::clone(&head_done);
                 let service = service_fn(move |req| {
+                    seen.store(true, Ordering::Release);
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(route(&shared, req)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEAD_TIMEOUT)
                     .max_buf_size(MAX_HEAD_BYTES)
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    result = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "admin connection failed"),
-                        Err(_) => tracing::debug!(%remote, "admin connection timed out"),
-                    },
-                    _ = stop.cancelled() => {}
+                let conn = tokio::time::timeout(CONNECTION_TIMEOUT, conn);
+                tokio::pin!(conn);
+                let head_timer = tokio::time::sleep(HEAD_TIMEOUT);
+                tokio::pin!(head_timer);
+                let mut head_timer_on = true;
+                loop {
+                    tokio::select! {
+                        result = &mut conn => {
+                            match result {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "admin connection failed"),
+                                Err(_) => tracing::debug!(%remote, "admin connection timed out"),
+                            }
+                            break;
+                        }
+                        _ = &mut head_timer, if head_timer_on => {
+                            if head_done.load(Ordering::Acquire) {
+                                head_timer_on = false;
+                                continue;
+                            }
+                            count_drop(&telemetry, &dropped, remote.ip(), AdminDrop::HeadTimeout, interval);
+                            break;
+                        }
+                        // Closed to make room: already counted.
+                        _ = close.cancelled() => break,
+                        _ = stop.cancelled() => break,
+                    }
                 }
-                drop(permit);
+                lock(&slots).leave(id);
             });
         }
         connections.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+        log_summary(&dropped, interval);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts an admin connection closed early; the first after a quiet interval is logged at once,
+/// the rest in the interval's summary.
+fn count_drop(
+    telemetry: &Telemetry,
+    dropped: &Mutex<Refusals>,
+    ip: IpAddr,
+    why: AdminDrop,
+    interval: Duration,
+) {
+    telemetry.admin_dropped(why);
+    if lock(dropped).count(ip, why.label()) {
+        tracing::warn!(
+            source = %ip,
+            reason = why.label(),
+            limit = MAX_CONNECTIONS,
+            per_source = MAX_PER_SOURCE,
+            head_timeout_secs = HEAD_TIMEOUT.as_secs(),
+            summary_secs = interval.as_secs(),
+            "admin connection closed before its request; more are summarised once per interval"
+        );
+    }
+}
+
+/// Logs the interval's summary of admin connections closed early, if there is one.
+fn log_summary(dropped: &Mutex<Refusals>, interval: Duration) {
+    let Some(s) = lock(dropped).end_interval() else {
+        return;
+    };
+    tracing::warn!(
+        closed = s.total,
+        reasons = %s.reasons,
+        sources = s.sources,
+        top = %s.top,
+        interval_secs = interval.as_secs(),
+        "admin connections closed before their request in the last interval"
+    );
 }
 
 /// A running admin endpoint, as the node holds it.
@@ -183,7 +275,12 @@ pub async fn start(
     tracing::info!(admin = %admin.local_addr(), "admin endpoint listening");
     let node = Arc::new(OnceLock::new());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(admin.serve(telemetry.clone(), Arc::clone(&node), stop.clone()));
+    let task = tokio::spawn(admin.serve(
+        telemetry.clone(),
+        Arc::clone(&node),
+        config.log.interval(),
+        stop.clone(),
+    ));
     Ok(Some(Running { node, stop, task }))
 }
 
