@@ -3,7 +3,8 @@
 //! Keyed on the query's exact location (the bits of both floats) and radius (millimetres), and
 //! not on the bound: a miss asks the provider for its maximum ([`MAX_RESULTS`]) and every later
 //! request cuts that one answer to its own bound. Entries live `cache_ttl_secs` and the cache
-//! holds at most `cache_capacity` of them (moka evicts the least useful first).
+//! holds at most `cache_capacity` of them and `cache_mib` of their bytes, whichever bites first
+//! (moka evicts the least useful first): each entry weighs its JSON size in KiB, at least one.
 //!
 //! Concurrent misses for one key make a single upstream request: moka runs one caller's fetch
 //! and the others wait for its outcome (and if that caller is cancelled, another one's fetch
@@ -41,6 +42,12 @@ impl Key {
     }
 }
 
+/// An answer's weight: its size as JSON, in KiB, at least one.
+fn weight(document: &Document) -> u32 {
+    let bytes = serde_json::to_vec(document).map_or(0, |v| v.len());
+    u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1)
+}
+
 /// How the cache has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -59,10 +66,14 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(capacity: u64, ttl: Duration) -> Cache {
+    pub fn new(capacity: u64, mib: u64, ttl: Duration) -> Cache {
+        // Every entry weighs at least one unit, so a weight limit of `capacity` also bounds
+        // their number.
+        let limit = capacity.min(mib.saturating_mul(1024));
         Cache {
             entries: moka::future::Cache::builder()
-                .max_capacity(capacity)
+                .weigher(|_, document: &Arc<Document>| weight(document))
+                .max_capacity(limit)
                 .time_to_live(ttl)
                 .build(),
             hits: AtomicU64::new(0),
@@ -138,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_hits_and_misses_and_never_stores_failures() {
-        let cache = Cache::new(10, Duration::from_secs(60));
+        let cache = Cache::new(10, 1, Duration::from_secs(60));
         let k = key(1.0, 2.0, 3);
         let failed = cache
             .get_or_fetch(k, async { Err(Failure::unknown("down")) })

@@ -53,8 +53,10 @@ pub struct PlacesConfig {
     pub dataset: Option<PathBuf>,
     /// How long a Google answer is reused, in seconds.
     pub cache_ttl_secs: u64,
-    /// How many distinct queries' answers the cache holds.
+    /// How many distinct queries' answers the cache holds, at most.
     pub cache_capacity: u64,
+    /// How many MiB of answers the cache holds, at most (whatever their number).
+    pub cache_mib: u64,
     /// How long one upstream request may take, waiting for a free slot included, in
     /// milliseconds. Past it the client gets an `UNKNOWN_ERROR` answer.
     pub timeout_ms: u64,
@@ -70,6 +72,7 @@ impl Default for PlacesConfig {
             dataset: None,
             cache_ttl_secs: 300,
             cache_capacity: 10_000,
+            cache_mib: 32,
             timeout_ms: 5_000,
             max_concurrent: 8,
         }
@@ -85,6 +88,9 @@ impl PlacesConfig {
         }
         if self.dataset.is_some() && self.provider != "offline" {
             return Err("dataset: only the offline provider reads a dataset".into());
+        }
+        if self.cache_mib == 0 {
+            return Err("cache_mib: must be at least 1".into());
         }
         if self.cache_ttl_secs == 0 {
             return Err("cache_ttl_secs: must be at least 1".into());
@@ -169,6 +175,7 @@ impl Places {
                 .map_err(|why| Error::config("places.google_url", why))?;
                 let cache = Cache::new(
                     config.cache_capacity,
+                    config.cache_mib,
                     Duration::from_secs(config.cache_ttl_secs),
                 );
                 match provider {
