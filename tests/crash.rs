@@ -351,6 +351,50 @@ fn a_server_whose_store_was_overwritten_with_garbage_comes_up_and_refills() {
     assert!(aside, "the corrupt store must be kept for inspection");
 }
 
+#[test]
+fn a_lone_server_whose_store_cannot_be_opened_salvages_every_readable_record() {
+    let mut herd = Herd::new(&["Solo"], &[], "");
+    herd.start("Solo");
+    let mut c = Client::connect(&herd.addr("Solo"));
+    let mut newest = Vec::new();
+    for i in 0..300 {
+        let first = c.iamat(&format!("salvage-{i}"), "+1.0-2.0", &now_ts());
+        assert!(first.starts_with("AT "), "{first}");
+        // Half the clients report again: the newer report is the one to salvage.
+        let line = if i % 2 == 0 {
+            c.iamat(&format!("salvage-{i}"), "+3.0-4.0", &now_ts())
+        } else {
+            first
+        };
+        assert!(line.starts_with("AT "), "{line}");
+        newest.push(line);
+    }
+    herd.kill("Solo");
+    // sled's own configuration file, overwritten: sled cannot open the store at all, though
+    // every record is still in its log.
+    let conf = herd.state_dir("Solo").join("store").join("conf");
+    assert!(conf.exists(), "sled keeps a conf file");
+    std::fs::write(&conf, b"this is not sled's configuration").unwrap();
+    herd.start("Solo");
+    for (i, line) in newest.iter().enumerate() {
+        assert_eq!(
+            herd.at_line("Solo", &format!("salvage-{i}")).as_deref(),
+            Some(line.as_str()),
+            "client {i} after salvage"
+        );
+    }
+    let aside = std::fs::read_dir(herd.state_dir("Solo"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("store.corrupt-"));
+    assert!(aside, "the store that could not be opened is kept for inspection");
+    assert!(
+        herd.stderr("Solo").contains("salvaged 300 client records"),
+        "{}",
+        herd.stderr("Solo")
+    );
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
