@@ -236,3 +236,101 @@ fn garbage_bytes_and_nuls_are_answered_not_fatal() {
         .unwrap()
         .starts_with("AT N "));
 }
+
+/// Sends `count` IAMATs for distinct clients (`make(i)` gives the client ID) over `conns`
+/// pipelined connections; returns how many were acknowledged. Every line must be answered.
+fn flood_new_clients(herd: &Herd, count: usize, conns: usize, make: fn(usize) -> String) -> usize {
+    let addr = herd.addr("N");
+    let per = count / conns;
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(&addr).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let mut writer = std::io::BufWriter::new(stream.try_clone().unwrap());
+                let sender = std::thread::spawn(move || {
+                    for i in c * per..(c + 1) * per {
+                        writeln!(writer, "IAMAT {} +1.0-2.0 {}", make(i), now_ts()).unwrap();
+                    }
+                    writer.flush().unwrap();
+                    writer.get_ref().shutdown(Shutdown::Write).unwrap();
+                });
+                let mut acked = 0;
+                let mut answers = 0;
+                for line in std::io::BufRead::lines(std::io::BufReader::new(stream)) {
+                    let line = line.unwrap();
+                    answers += 1;
+                    if line.starts_with("AT ") {
+                        acked += 1;
+                    } else {
+                        assert!(line.starts_with("? IAMAT "), "{line}");
+                    }
+                }
+                sender.join().unwrap();
+                assert_eq!(answers, per, "every IAMAT is answered");
+                acked
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
+}
+
+fn store_bytes(herd: &Herd) -> u64 {
+    fn walk(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| {
+                        let meta = e.metadata().unwrap();
+                        if meta.is_dir() {
+                            walk(&e.path())
+                        } else {
+                            std::os::unix::fs::MetadataExt::blocks(&meta) * 512
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&herd.state_dir("N").join("store"))
+}
+
+#[test]
+fn a_million_new_client_ids_cannot_push_the_store_past_its_record_limit() {
+    let herd = node("[store]\nmax_records = 20000\ncache_mib = 16\ndurability = \"os\"\n");
+    let before = settled_rss(&herd);
+    let acked = flood_new_clients(&herd, 1_000_000, 4, |i| format!("flood-{i:07}-{}", "x".repeat(80)));
+    // One client, "warm", was stored before the flood.
+    assert_eq!(acked, 20_000 - 1, "exactly the record limit is taken");
+    // A known client still updates.
+    let mut c = Client::connect(&herd.addr("N"));
+    assert!(c.iamat("flood-0000000-".to_owned().as_str(), "+1.0-2.0", &now_ts()).starts_with("? "));
+    assert!(c.iamat("warm", "+5.0-6.0", &now_ts()).starts_with("AT "));
+    let grown = rss_kib(pid(&herd)).saturating_sub(before);
+    let disk = store_bytes(&herd);
+    eprintln!("1,000,000 new client IDs: {acked} taken; RSS grew {grown} KiB; store {disk} bytes");
+    // sled's cache (16 MiB), the writer's memory of heads (at most 8 MiB of keys) and the
+    // memory of lines are the bounded parts; allow the allocator its slack.
+    assert!(grown < 96 * 1024, "RSS grew {grown} KiB");
+    assert!(disk < 48 << 20, "store takes {disk} bytes for 20,000 records");
+}
+
+#[test]
+fn new_clients_are_refused_once_the_store_reaches_its_size_limit() {
+    let herd = node("[store]\nmax_store_mib = 8\nmax_client_id_bytes = 2048\n");
+    let acked = flood_new_clients(&herd, 40_000, 2, |i| format!("big-{i:06}-{}", "y".repeat(1500)));
+    let disk = store_bytes(&herd);
+    eprintln!("40,000 new 1.5 KB client IDs: {acked} taken; store {disk} bytes");
+    assert!(acked > 1000 && acked < 40_000, "{acked} taken");
+    // The size is looked at every second, so a little more than the limit may be written.
+    assert!(disk < 24 << 20, "store takes {disk} bytes, limit 8 MiB");
+    // An ID past max_client_id_bytes is refused whatever the store's size.
+    let long = "z".repeat(2049);
+    let mut c = Client::connect(&herd.addr("N"));
+    assert_eq!(
+        c.iamat(&long, "+1.0-2.0", "1.0"),
+        format!("? IAMAT {long} +1.0-2.0 1.0")
+    );
+}

@@ -74,8 +74,8 @@ const BUILD_STEP: usize = 256;
 const TICK: Duration = Duration::from_millis(250);
 /// How stale the writer's idea of the free space may be.
 const FREE_CHECK: Duration = Duration::from_millis(50);
-/// How stale its idea of the store's size may be (a walk of the store's files).
-const SIZE_CHECK: Duration = Duration::from_secs(1);
+/// How stale its idea of the store's size may be (a walk of the few files of sled's directory).
+const SIZE_CHECK: Duration = Duration::from_millis(100);
 /// How often retention expires clients, at most.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to reopen the store after a failed write.
@@ -893,6 +893,7 @@ impl Shared {
                 current.map(|c| c.item)
             }
         };
+        w.unflushed = true;
         self.engine.put(&s.key, std::mem::take(&mut s.value))?;
         self.leaves.replace(s.key_hash, replaced, s.item);
         let bucket = bucket_of(s.key_hash);
@@ -940,6 +941,7 @@ impl Shared {
                     true
                 })?;
             for (key, kh, item) in old {
+                w.unflushed = true;
                 self.engine.remove(&key)?;
                 self.leaves.remove(kh, item);
                 w.heads.forget(kh, &key);
@@ -1145,6 +1147,9 @@ struct Writer {
     expired_at: Instant,
     reopen_at: Instant,
     backoff: Duration,
+    /// Whether anything was written since the last flush that succeeded. A batch that wrote
+    /// nothing after one needs no flush of its own: what its stale answers rest on is durable.
+    unflushed: bool,
 }
 
 /// Whether the writer may write.
@@ -1176,6 +1181,7 @@ impl Writer {
             expired_at: now,
             reopen_at: now,
             backoff: MIN_REOPEN_BACKOFF,
+            unflushed: false,
         }
     }
 
@@ -1300,6 +1306,7 @@ impl Writer {
             Ok(()) => {
                 self.heads = Heads::new();
                 self.mins.fill(u64::MAX);
+                self.unflushed = false;
                 if let Some(seen) = shared.seen.get() {
                     seen.clear();
                 }
@@ -1479,12 +1486,22 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             } else {
                 Ok(())
             }
-        } else if !batch.done.is_empty() || !batch.barriers.is_empty() || dirty {
+        } else if w.unflushed {
             dirty = false;
             finish(&shared, batch)
         } else {
+            // Nothing written since the last flush: stale and refused answers, reads and
+            // barriers rest only on what is already durable.
+            dirty = false;
+            shared.complete(batch.done);
+            for barrier in batch.barriers {
+                let _ = barrier.send(Ok(()));
+            }
             Ok(())
         };
+        if flushed.is_ok() && !dirty {
+            w.unflushed = false;
+        }
         match (flushed, failed) {
             (Err(e), _) => w.broken(&shared, &e),
             (Ok(()), Some(why)) => w.broken(&shared, &Error::store(&shared.path, why)),
