@@ -132,6 +132,7 @@ struct Inner {
     peer_up: IntGaugeVec,
     sync_rounds: IntCounterVec,
     sync_bytes: IntCounterVec,
+    sync_violations: IntCounterVec,
     cache_hit: IntCounter,
     cache_miss: IntCounter,
     places_upstream: Histogram,
@@ -235,6 +236,17 @@ impl Telemetry {
             )
             .expect("valid metric"),
         );
+        let sync_violations = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_sync_violations_total",
+                    "Links to this peer dropped because it broke the sync protocol, by kind (repeated: a range asked twice in a round; malformed: a range or count that cannot exist).",
+                ),
+                &["peer", "kind"],
+            )
+            .expect("valid metric"),
+        );
         let cache = add(
             &registry,
             IntCounterVec::new(
@@ -298,6 +310,7 @@ impl Telemetry {
                 peer_up,
                 sync_rounds,
                 sync_bytes,
+                sync_violations,
                 places_upstream,
                 flush,
                 connections,
@@ -447,6 +460,15 @@ impl Telemetry {
         let link = status.links.entry(peer.to_owned()).or_default();
         link.pending_sent += sent;
         link.pending_received += received;
+    }
+
+    /// The link to `peer` was dropped because it broke the sync protocol (`kind`, from
+    /// [`crate::peer::sync::Violation::kind`]).
+    pub fn sync_violation(&self, peer: &str, kind: &str) {
+        self.inner
+            .sync_violations
+            .with_label_values(&[peer, kind])
+            .inc();
     }
 
     /// The store was flushed to disk, taking `took`.
