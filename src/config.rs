@@ -86,6 +86,9 @@ pub struct StoreConfig {
     pub flush_every_ms: u64,
     /// sled's page cache size, in MiB.
     pub cache_mib: u64,
+    /// Start even when the state or log directory is writable by its group or other users
+    /// (by default that is refused: they could replace the store or the log with a link).
+    pub allow_shared_dir: bool,
 }
 
 impl Default for StoreConfig {
@@ -94,6 +97,7 @@ impl Default for StoreConfig {
             durability: Durability::Flush,
             flush_every_ms: 500,
             cache_mib: 64,
+            allow_shared_dir: false,
         }
     }
 }

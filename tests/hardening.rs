@@ -393,7 +393,7 @@ fn refused_start(herd: &Herd) -> String {
     let mut node = spawn(herd.command("N"));
     let status =
         wait_with_deadline(&mut node.child, Duration::from_secs(20)).expect("the node must exit");
-    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert_eq!(status.code(), Some(2), "{status:?}");
     // The stderr reader thread may lag the exit by a moment.
     eventually(Duration::from_secs(5), "stderr", || {
         node.stderr.lock().unwrap().contains("herd: ")
