@@ -42,6 +42,44 @@ pub enum RequestKind {
     Invalid,
 }
 
+/// Why a report was refused before it reached the store (the `reason` label of
+/// `herd_reports_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// Timestamped further ahead of this server's clock than `[limits] max_future_secs`.
+    Future,
+    /// Older than the store's retention window.
+    Expired,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Refusal::Future, Refusal::Expired];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Future => "future",
+            Refusal::Expired => "expired",
+        }
+    }
+
+    /// How the status page says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Future => "refused as from the future",
+            Refusal::Expired => "refused as expired",
+        }
+    }
+}
+
+/// The `source` label of a report refused from a client (any client: addresses are not
+/// labels, there is no bound to them).
+pub const CLIENT_SOURCE: &str = "client";
+
+/// A refusal of one reason and source is logged at most once per this long (with the number
+/// refused since the previous line), so a flood of refused reports costs a bounded log.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Whether the node is serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -110,6 +148,9 @@ pub struct Snapshot {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub requests: [(RequestKind, u64); 3],
+    /// Reports refused, per reason, per source (a peer's name, or [`CLIENT_SOURCE`]); only
+    /// the sources that had any.
+    pub refused: Vec<(Refusal, Vec<(String, u64)>)>,
 }
 
 /// The telemetry of one node. Cloning is an `Arc` bump.
@@ -133,6 +174,9 @@ struct Inner {
     sync_rounds: IntCounterVec,
     sync_bytes: IntCounterVec,
     sync_violations: IntCounterVec,
+    refused: IntCounterVec,
+    /// Per reason and source: when a refusal was last logged, and how many since.
+    refusal_log: Mutex<BTreeMap<(Refusal, String), (std::time::Instant, u64)>>,
     cache_hit: IntCounter,
     cache_miss: IntCounter,
     places_upstream: Histogram,
@@ -247,6 +291,17 @@ impl Telemetry {
             )
             .expect("valid metric"),
         );
+        let refused = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_reports_refused_total",
+                    "Reports refused before the store, by reason (future: timestamped beyond max_future_secs; expired: older than the retention window) and source (the peer's name, or client).",
+                ),
+                &["reason", "source"],
+            )
+            .expect("valid metric"),
+        );
         let cache = add(
             &registry,
             IntCounterVec::new(
@@ -285,7 +340,13 @@ impl Telemetry {
             IntGauge::new("herd_connections", "Client connections open.").expect("valid metric"),
         );
         let mut links = BTreeMap::new();
+        for reason in Refusal::ALL {
+            refused.with_label_values(&[reason.label(), CLIENT_SOURCE]);
+        }
         for peer in peers {
+            for reason in Refusal::ALL {
+                refused.with_label_values(&[reason.label(), peer.as_str()]);
+            }
             peer_up.with_label_values(&[peer.as_str()]).set(0);
             sync_rounds.with_label_values(&[peer.as_str()]);
             for direction in ["sent", "received"] {
@@ -311,6 +372,8 @@ impl Telemetry {
                 sync_rounds,
                 sync_bytes,
                 sync_violations,
+                refused,
+                refusal_log: Mutex::new(BTreeMap::new()),
                 places_upstream,
                 flush,
                 connections,
@@ -471,6 +534,60 @@ impl Telemetry {
             .inc();
     }
 
+    /// A report from `from` (a peer's name, or `None` for a client) was refused for `reason`.
+    /// Returns how many of that reason and source were refused since the last time it
+    /// returned a number, at most once per [`REFUSAL_LOG_EVERY`] (and for the first one): the
+    /// caller logs one line then, so refusals cost a bounded log, not a line each.
+    #[must_use = "log the refusal when a count is returned"]
+    pub fn refused(&self, reason: Refusal, from: Option<&str>) -> Option<u64> {
+        let source = from.unwrap_or(CLIENT_SOURCE);
+        self.inner
+            .refused
+            .with_label_values(&[reason.label(), source])
+            .inc();
+        let now = std::time::Instant::now();
+        let mut log = self
+            .inner
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match log.get_mut(&(reason, source.to_owned())) {
+            None => {
+                log.insert((reason, source.to_owned()), (now, 0));
+                Some(1)
+            }
+            Some((last, pending)) => {
+                *pending += 1;
+                if now.duration_since(*last) < REFUSAL_LOG_EVERY {
+                    return None;
+                }
+                *last = now;
+                Some(std::mem::take(pending))
+            }
+        }
+    }
+
+    /// Reports refused for `reason`, per source, the sources that had any (every source
+    /// refused has an entry in the refusal log).
+    fn refusals(&self, reason: Refusal) -> Vec<(String, u64)> {
+        let log = self
+            .inner
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        log.keys()
+            .filter(|(r, _)| *r == reason)
+            .map(|(_, source)| {
+                let n = self
+                    .inner
+                    .refused
+                    .with_label_values(&[reason.label(), source.as_str()])
+                    .get();
+                (source.clone(), n)
+            })
+            .collect()
+    }
+
     /// The store was flushed to disk, taking `took`.
     pub fn flush(&self, took: Duration) {
         self.inner.flush.observe(took.as_secs_f64());
@@ -540,6 +657,11 @@ impl Telemetry {
                 (RequestKind::WhatsAt, self.inner.whatsat.get()),
                 (RequestKind::Invalid, self.inner.invalid.get()),
             ],
+            refused: Refusal::ALL
+                .into_iter()
+                .map(|r| (r, self.refusals(r)))
+                .filter(|(_, by)| !by.is_empty())
+                .collect(),
         }
         .with_records(self.records())
     }
@@ -649,6 +771,51 @@ mod tests {
             format!("AT A +0.1 c{0} +1+2 {0}", RECENT_REPORTS + 2)
         );
         assert!(recent.windows(2).all(|w| w[0].seq > w[1].seq));
+    }
+
+    #[test]
+    fn refusals_are_counted_per_reason_and_source_and_logged_at_a_bounded_rate() {
+        let peers = ["Bona".to_string()];
+        let t = Telemetry::new("Bailey", &peers);
+        let (text, _) = t.metrics_text();
+        for line in [
+            "herd_reports_refused_total{reason=\"future\",source=\"Bona\"} 0",
+            "herd_reports_refused_total{reason=\"expired\",source=\"client\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        assert!(t.snapshot().refused.is_empty());
+        let logged: Vec<Option<u64>> = (0..120)
+            .map(|_| t.refused(Refusal::Future, Some("Bona")))
+            .collect();
+        assert_eq!(logged[0], Some(1), "the first is logged at once");
+        assert!(
+            logged[1..].iter().all(Option::is_none),
+            "then not for a while"
+        );
+        assert_eq!(
+            t.refused(Refusal::Future, None),
+            Some(1),
+            "each source apart"
+        );
+        for _ in 0..2 {
+            let _ = t.refused(Refusal::Future, None);
+        }
+        let (text, _) = t.metrics_text();
+        assert!(
+            text.contains("herd_reports_refused_total{reason=\"future\",source=\"Bona\"} 120\n")
+        );
+        assert!(
+            text.contains("herd_reports_refused_total{reason=\"future\",source=\"client\"} 3\n")
+        );
+        let snap = t.snapshot();
+        assert_eq!(
+            snap.refused,
+            vec![(
+                Refusal::Future,
+                vec![("Bona".to_string(), 120), ("client".to_string(), 3)]
+            )]
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::node::Node;
 use crate::protocol::frame::Frame;
 use crate::protocol::number::Timestamp;
 use crate::protocol::request::{parse, PeerLine, Request, SyncKind};
+use crate::telemetry::Refusal;
 
 /// What the reader hands the writer: a sync message of the peer's.
 struct Event {
@@ -426,7 +427,9 @@ async fn read_peer(
                 }
                 let max_ahead = node.config().limits.max_future_secs;
                 if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
-                    tracing::warn!(peer = %peer, limit_secs = max_ahead, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future");
+                    if let Some(refused) = telemetry.refused(Refusal::Future, Some(&peer)) {
+                        tracing::warn!(peer = %peer, limit_secs = max_ahead, refused, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future (logged at most every 10 s, with the number refused since)");
+                    }
                     continue;
                 }
                 // Waits for room in the store's queue: a flooding peer is held back by TCP.
