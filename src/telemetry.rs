@@ -11,8 +11,11 @@
 //! (`herd_requests_total{command}`, `herd_reports_total{outcome}`, `herd_records`,
 //! `herd_peer_up{peer}`, `herd_sync_rounds_total{peer}`, `herd_sync_bytes_total{peer,direction}`,
 //! `herd_places_cache_total{result}`, `herd_places_upstream_seconds`, `herd_flush_seconds`,
-//! `herd_connections`), rendered in Prometheus text format 0.0.4 by the `prometheus` crate. Every
-//! configured link has its `herd_peer_up` series from the start (0 until it comes up).
+//! `herd_connections`), and beside them `herd_sync_violations_total{peer,kind}` (links dropped
+//! for breaking the sync protocol) and `herd_reports_refused_total{reason,source}` (reports
+//! refused before the store: [`Refusal`], from a peer by name or from `client`), rendered in
+//! Prometheus text format 0.0.4 by the `prometheus` crate. Every configured link has its
+//! `herd_peer_up` series from the start (0 until it comes up).
 //!
 //! What it does not do: serve anything (that is [`crate::admin`]) or decide anything.
 
