@@ -102,6 +102,9 @@ pub struct StoreConfig {
     /// Retention: a client whose newest report's timestamp is more than this many seconds old
     /// is expired (deleted), and a report already that old is refused. 0: kept forever.
     pub retain_secs: u64,
+    /// Start even when the state or log directory is writable by its group or other users
+    /// (by default that is refused: they could replace the store or the log with a link).
+    pub allow_shared_dir: bool,
 }
 
 impl Default for StoreConfig {
@@ -115,6 +118,7 @@ impl Default for StoreConfig {
             max_records: 10_000_000,
             max_store_mib: 0,
             retain_secs: 0,
+            allow_shared_dir: false,
         }
     }
 }
@@ -194,6 +198,13 @@ pub struct PeerConfig {
     pub sync_timeout_secs: u64,
     /// How long a dial or a handshake may take.
     pub connect_timeout_ms: u64,
+    /// Ranges of the peer's sync questions served per second on one link (a token bucket
+    /// holding one second's worth); past it the link waits before taking the next question.
+    pub sync_ranges_per_sec: u64,
+    /// Records read from the store to answer the peer's sync questions, per second on one
+    /// link (records sent, records scanned to find the wanted ones, and the in-memory range
+    /// sums, 1,024 of which count as one record).
+    pub sync_records_per_sec: u64,
 }
 
 impl Default for PeerConfig {
@@ -207,6 +218,8 @@ impl Default for PeerConfig {
             sync_interval_secs: 30,
             sync_timeout_secs: 120,
             connect_timeout_ms: 2_000,
+            sync_ranges_per_sec: 100_000,
+            sync_records_per_sec: 100_000,
         }
     }
 }
@@ -431,10 +444,12 @@ impl Config {
         if file.peers.queue == 0
             || file.peers.backoff_min_ms == 0
             || file.peers.sync_interval_secs == 0
+            || file.peers.sync_ranges_per_sec == 0
+            || file.peers.sync_records_per_sec == 0
         {
             return Err(Error::config(
                 source,
-                "peers: queue, backoff_min_ms and sync_interval_secs must be positive",
+                "peers: queue, backoff_min_ms, sync_interval_secs, sync_ranges_per_sec and sync_records_per_sec must be positive",
             ));
         }
         for (name, addr) in &file.admin {
@@ -586,6 +601,10 @@ mod tests {
         assert!(e.contains("max_connections_per_source"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[limits]\nmax_future_secs = -1\n");
         assert!(e.contains("max_future_secs"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[peers]\nsync_records_per_sec = 0\n");
+        assert!(e.contains("sync_records_per_sec"), "{e}");
+        let e = err("[servers]\nA = \"127.0.0.1:1\"\n[peers]\nsync_ranges_per_sec = -5\n");
+        assert!(e.contains("sync_ranges_per_sec"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\nmax_bytes = 10\n");
         assert!(e.contains("log: max_bytes"), "{e}");
         let e = err("[servers]\nA = \"127.0.0.1:1\"\n[log]\ninterval_secs = 0\n");

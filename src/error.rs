@@ -32,6 +32,10 @@ pub enum Error {
     /// The store is held by a running node.
     #[error("store {} is in use by a running node (stop it first, or inspect a copy)", path.display())]
     StoreLocked { path: PathBuf },
+    /// A state or log path a node refuses to use: a directory others may write to, or a
+    /// symbolic link where the store, the lock or the log should be (exit code 2).
+    #[error("{}: {message}", path.display())]
+    UnsafePath { path: PathBuf, message: String },
     /// An address could not be bound or resolved.
     #[error("address {addr}: {message}")]
     Address { addr: String, message: String },
@@ -69,7 +73,10 @@ impl Error {
     /// build cannot use; 1 for anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Address { .. } | Error::StoreTooNew { .. } => 2,
+            Error::Config { .. }
+            | Error::Address { .. }
+            | Error::StoreTooNew { .. }
+            | Error::UnsafePath { .. } => 2,
             _ => 1,
         }
     }

@@ -95,8 +95,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             // Everything the node creates from here on (logs, lock, the store's files) is
             // private to its user: the state and the log hold every client's location.
             herd::private_files::restrict_umask();
-            let _log = herd::logging::init_node(&log_dir, &name, &config.log)?;
             let state_dir = state_dir.unwrap_or_else(|| PathBuf::from("state").join(&name));
+            herd::private_files::check_node_paths(
+                &state_dir,
+                &log_dir,
+                &name,
+                config.store.allow_shared_dir,
+            )?;
+            let _log = herd::logging::init_node(&log_dir, &name, &config.log)?;
             let opts = herd::server::ServeOptions {
                 name,
                 config,

@@ -62,7 +62,16 @@ impl Node {
         let counted = telemetry.clone();
         store.on_stale(Box::new(move || counted.report(false)));
         let counted = telemetry.clone();
-        store.on_refused(Box::new(move |why, from| counted.store_refused(why, from)));
+        store.on_refused(Box::new(move |why, from| match why {
+            // Older than the retention window: counted with the reports refused as from the
+            // future, per source, and shown beside them.
+            crate::store::Refusal::Expired => {
+                if let Some(n) = counted.refused(crate::telemetry::Refusal::Expired, from) {
+                    tracing::warn!(source = from.unwrap_or("client"), refused = n, "reports refused as older than the retention window (retain_secs)");
+                }
+            }
+            _ => counted.store_refused(why, from),
+        }));
         Node {
             inner: Arc::new(Inner {
                 name,

@@ -6,7 +6,9 @@
 //! creates files mode 0600 and refuses a symbolic link in the last path component (`O_NOFOLLOW`)
 //! with an error that says so; [`restrict_umask`] makes every file and directory the process
 //! creates afterwards (sled's included) private too; [`loosely_readable`] reports a file that
-//! its group or other users can read.
+//! its group or other users can read; [`check_node_paths`] refuses, before a node starts, a
+//! state or log directory that others may write to (they could swap the store or the log for
+//! a link) and a store, lock or log path that is a symbolic link.
 
 use std::fs::File;
 use std::io;
@@ -65,6 +67,60 @@ pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
     })
 }
 
+/// Checks the directories and paths a node is about to use, creating missing directories
+/// (mode 0700): `state_dir` and `log_dir` themselves (not their ancestors) must not be
+/// writable by their group or other users unless `allow_shared` (`[store] allow_shared_dir`),
+/// and `state_dir/store`, `state_dir/herd.lock` and `log_dir/NAME.log` must not be symbolic
+/// links. The error names the path and what is wrong with it.
+pub fn check_node_paths(
+    state_dir: &Path,
+    log_dir: &Path,
+    name: &str,
+    allow_shared: bool,
+) -> Result<(), crate::error::Error> {
+    use crate::error::Error;
+    for (what, dir) in [("state directory", state_dir), ("log directory", log_dir)] {
+        create_private_dir(dir)
+            .map_err(|e| Error::io(format!("create {what} {}", dir.display()), e))?;
+        let mode =
+            mode_of(dir).map_err(|e| Error::io(format!("read {what} {}", dir.display()), e))?;
+        if mode & 0o022 != 0 && !allow_shared {
+            return Err(Error::UnsafePath {
+                path: dir.to_owned(),
+                message: format!(
+                    "the {what} is mode {mode:04o}: its group or other users may write to it, and so replace the files in it (chmod 700 it, or set [store] allow_shared_dir = true)"
+                ),
+            });
+        }
+    }
+    for path in [
+        state_dir.join("store"),
+        state_dir.join("herd.lock"),
+        log_dir.join(format!("{name}.log")),
+    ] {
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::UnsafePath {
+                path,
+                message: "it is a symbolic link, which herd refuses to follow".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The permission bits of a directory (following a link to it).
+fn mode_of(path: &Path) -> io::Result<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).map(|_| 0)
+    }
+}
+
 /// The permission bits of `path` if its group or other users may read it, else `None`.
 pub fn loosely_readable(path: &Path) -> Option<u32> {
     #[cfg(unix)]
@@ -111,6 +167,41 @@ mod tests {
         let err = open_private(&link, true).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    #[test]
+    fn shared_directories_and_linked_paths_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, logs) = (tmp.path().join("state"), tmp.path().join("logs"));
+        check_node_paths(&state, &logs, "N", false).unwrap();
+        assert_eq!((mode(&state), mode(&logs)), (0o700, 0o700));
+        for (dir, bits) in [(&state, 0o777), (&logs, 0o770), (&state, 0o1777)] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(bits)).unwrap();
+            let e = check_node_paths(&state, &logs, "N", false).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let text = e.to_string();
+            assert!(
+                text.contains(&dir.display().to_string()) && text.contains(&format!("{bits:04o}")),
+                "{text}"
+            );
+            check_node_paths(&state, &logs, "N", true).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        for path in [
+            state.join("store"),
+            state.join("herd.lock"),
+            logs.join("N.log"),
+        ] {
+            std::os::unix::fs::symlink(tmp.path(), &path).unwrap();
+            let e = check_node_paths(&state, &logs, "N", true).unwrap_err();
+            assert!(
+                e.to_string().contains(&path.display().to_string())
+                    && e.to_string().contains("symbolic link"),
+                "{e}"
+            );
+            std::fs::remove_file(&path).unwrap();
+        }
+        check_node_paths(&state, &logs, "N", false).unwrap();
     }
 
     #[test]

@@ -11,9 +11,14 @@
 //! (`herd_requests_total{command}`, `herd_reports_total{outcome}`, `herd_records`,
 //! `herd_peer_up{peer}`, `herd_sync_rounds_total{peer}`, `herd_sync_bytes_total{peer,direction}`,
 //! `herd_places_cache_total{result}`, `herd_places_upstream_seconds`, `herd_flush_seconds`,
-//! `herd_connections`), and beyond it `herd_connections_refused_total{reason}` and
-//! `herd_admin_connections_dropped_total{reason}`, rendered in Prometheus text format 0.0.4 by the `prometheus` crate. Every
-//! configured link has its `herd_peer_up` series from the start (0 until it comes up).
+//! `herd_connections`), and beside them `herd_connections_refused_total{reason}`,
+//! `herd_admin_connections_dropped_total{reason}`, `herd_sync_violations_total{peer,kind}`
+//! (links dropped for breaking the sync protocol), `herd_reports_refused_total{reason,source}`
+//! (reports refused as from the future or as expired: [`Refusal`], from a peer by name or from
+//! `client`), `herd_store_refused_total{reason,source}` (reports the store's limits refused),
+//! and the store's state `herd_store_writable`, `herd_store_free_bytes`, `herd_store_bytes`;
+//! rendered in Prometheus text format 0.0.4 by the `prometheus` crate. Every configured link has
+//! its `herd_peer_up` series from the start (0 until it comes up).
 //!
 //! What it does not do: serve anything (that is [`crate::admin`]) or decide anything.
 
@@ -70,6 +75,44 @@ impl AdminDrop {
         }
     }
 }
+
+/// Why a report was refused before it reached the store (the `reason` label of
+/// `herd_reports_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// Timestamped further ahead of this server's clock than `[limits] max_future_secs`.
+    Future,
+    /// Older than the store's retention window.
+    Expired,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Refusal::Future, Refusal::Expired];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Future => "future",
+            Refusal::Expired => "expired",
+        }
+    }
+
+    /// How the status page says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Future => "refused as from the future",
+            Refusal::Expired => "refused as expired",
+        }
+    }
+}
+
+/// The `source` label of a report refused from a client (any client: addresses are not
+/// labels, there is no bound to them).
+pub const CLIENT_SOURCE: &str = "client";
+
+/// A refusal of one reason and source is logged at most once per this long (with the number
+/// refused since the previous line), so a flood of refused reports costs a bounded log.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether the node is serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +186,9 @@ pub struct Snapshot {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub requests: [(RequestKind, u64); 3],
+    /// Reports refused, per reason, per source (a peer's name, or [`CLIENT_SOURCE`]); only
+    /// the sources that had any.
+    pub refused: Vec<(Refusal, Vec<(String, u64)>)>,
 }
 
 /// The telemetry of one node. Cloning is an `Arc` bump.
@@ -165,6 +211,10 @@ struct Inner {
     peer_up: IntGaugeVec,
     sync_rounds: IntCounterVec,
     sync_bytes: IntCounterVec,
+    sync_violations: IntCounterVec,
+    refused: IntCounterVec,
+    /// Per reason and source: when a refusal was last logged, and how many since.
+    refusal_log: Mutex<BTreeMap<(Refusal, String), (std::time::Instant, u64)>>,
     cache_hit: IntCounter,
     cache_miss: IntCounter,
     places_upstream: Histogram,
@@ -275,6 +325,28 @@ impl Telemetry {
             )
             .expect("valid metric"),
         );
+        let sync_violations = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_sync_violations_total",
+                    "Links to this peer dropped because it broke the sync protocol, by kind (repeated: a range asked twice in a round; malformed: a range or count that cannot exist).",
+                ),
+                &["peer", "kind"],
+            )
+            .expect("valid metric"),
+        );
+        let refused = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "herd_reports_refused_total",
+                    "Reports refused before the store, by reason (future: timestamped beyond max_future_secs; expired: older than the retention window) and source (the peer's name, or client).",
+                ),
+                &["reason", "source"],
+            )
+            .expect("valid metric"),
+        );
         let cache = add(
             &registry,
             IntCounterVec::new(
@@ -347,7 +419,7 @@ impl Telemetry {
             )
             .expect("valid metric"),
         );
-        let refused = add(
+        let connections_refused = add(
             &registry,
             IntCounterVec::new(
                 Opts::new(
@@ -377,7 +449,13 @@ impl Telemetry {
             admin_dropped.with_label_values(&[reason.label()]);
         }
         let mut links = BTreeMap::new();
+        for reason in Refusal::ALL {
+            refused.with_label_values(&[reason.label(), CLIENT_SOURCE]);
+        }
         for peer in peers {
+            for reason in Refusal::ALL {
+                refused.with_label_values(&[reason.label(), peer.as_str()]);
+            }
             peer_up.with_label_values(&[peer.as_str()]).set(0);
             sync_rounds.with_label_values(&[peer.as_str()]);
             for direction in ["sent", "received"] {
@@ -402,6 +480,9 @@ impl Telemetry {
                 peer_up,
                 sync_rounds,
                 sync_bytes,
+                sync_violations,
+                refused,
+                refusal_log: Mutex::new(BTreeMap::new()),
                 places_upstream,
                 flush,
                 connections,
@@ -409,8 +490,8 @@ impl Telemetry {
                 store_writable,
                 store_free,
                 store_bytes,
-                refused_total: refused.with_label_values(&["max_connections"]),
-                refused_per_source: refused.with_label_values(&["per_source"]),
+                refused_total: connections_refused.with_label_values(&["max_connections"]),
+                refused_per_source: connections_refused.with_label_values(&["per_source"]),
                 admin_dropped,
                 store: OnceLock::new(),
                 recent: (0..RECENT_REPORTS).map(|_| Mutex::new(None)).collect(),
@@ -578,6 +659,69 @@ impl Telemetry {
         link.pending_received += received;
     }
 
+    /// The link to `peer` was dropped because it broke the sync protocol (`kind`, from
+    /// [`crate::peer::sync::Violation::kind`]).
+    pub fn sync_violation(&self, peer: &str, kind: &str) {
+        self.inner
+            .sync_violations
+            .with_label_values(&[peer, kind])
+            .inc();
+    }
+
+    /// A report from `from` (a peer's name, or `None` for a client) was refused for `reason`.
+    /// Returns how many of that reason and source were refused since the last time it
+    /// returned a number, at most once per [`REFUSAL_LOG_EVERY`] (and for the first one): the
+    /// caller logs one line then, so refusals cost a bounded log, not a line each.
+    #[must_use = "log the refusal when a count is returned"]
+    pub fn refused(&self, reason: Refusal, from: Option<&str>) -> Option<u64> {
+        let source = from.unwrap_or(CLIENT_SOURCE);
+        self.inner
+            .refused
+            .with_label_values(&[reason.label(), source])
+            .inc();
+        let now = std::time::Instant::now();
+        let mut log = self
+            .inner
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match log.get_mut(&(reason, source.to_owned())) {
+            None => {
+                log.insert((reason, source.to_owned()), (now, 0));
+                Some(1)
+            }
+            Some((last, pending)) => {
+                *pending += 1;
+                if now.duration_since(*last) < REFUSAL_LOG_EVERY {
+                    return None;
+                }
+                *last = now;
+                Some(std::mem::take(pending))
+            }
+        }
+    }
+
+    /// Reports refused for `reason`, per source, the sources that had any (every source
+    /// refused has an entry in the refusal log).
+    fn refusals(&self, reason: Refusal) -> Vec<(String, u64)> {
+        let log = self
+            .inner
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        log.keys()
+            .filter(|(r, _)| *r == reason)
+            .map(|(_, source)| {
+                let n = self
+                    .inner
+                    .refused
+                    .with_label_values(&[reason.label(), source.as_str()])
+                    .get();
+                (source.clone(), n)
+            })
+            .collect()
+    }
+
     /// The store was flushed to disk, taking `took`.
     pub fn flush(&self, took: Duration) {
         self.inner.flush.observe(took.as_secs_f64());
@@ -696,6 +840,11 @@ impl Telemetry {
                 (RequestKind::WhatsAt, self.inner.whatsat.get()),
                 (RequestKind::Invalid, self.inner.invalid.get()),
             ],
+            refused: Refusal::ALL
+                .into_iter()
+                .map(|r| (r, self.refusals(r)))
+                .filter(|(_, by)| !by.is_empty())
+                .collect(),
         }
         .with_records(self.records())
     }
@@ -813,6 +962,51 @@ mod tests {
             format!("AT A +0.1 c{0} +1+2 {0}", RECENT_REPORTS + 2)
         );
         assert!(recent.windows(2).all(|w| w[0].seq > w[1].seq));
+    }
+
+    #[test]
+    fn refusals_are_counted_per_reason_and_source_and_logged_at_a_bounded_rate() {
+        let peers = ["Bona".to_string()];
+        let t = Telemetry::new("Bailey", &peers);
+        let (text, _) = t.metrics_text();
+        for line in [
+            "herd_reports_refused_total{reason=\"future\",source=\"Bona\"} 0",
+            "herd_reports_refused_total{reason=\"expired\",source=\"client\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        assert!(t.snapshot().refused.is_empty());
+        let logged: Vec<Option<u64>> = (0..120)
+            .map(|_| t.refused(Refusal::Future, Some("Bona")))
+            .collect();
+        assert_eq!(logged[0], Some(1), "the first is logged at once");
+        assert!(
+            logged[1..].iter().all(Option::is_none),
+            "then not for a while"
+        );
+        assert_eq!(
+            t.refused(Refusal::Future, None),
+            Some(1),
+            "each source apart"
+        );
+        for _ in 0..2 {
+            let _ = t.refused(Refusal::Future, None);
+        }
+        let (text, _) = t.metrics_text();
+        assert!(
+            text.contains("herd_reports_refused_total{reason=\"future\",source=\"Bona\"} 120\n")
+        );
+        assert!(
+            text.contains("herd_reports_refused_total{reason=\"future\",source=\"client\"} 3\n")
+        );
+        let snap = t.snapshot();
+        assert_eq!(
+            snap.refused,
+            vec![(
+                Refusal::Future,
+                vec![("Bona".to_string(), 120), ("client".to_string(), 3)]
+            )]
+        );
     }
 
     #[test]

@@ -132,7 +132,9 @@ fn a_peers_far_future_at_line_is_dropped_and_logged() {
         .lines()
         .filter(|l| l.contains("too far in the future") && l.contains("peer=P"))
         .count();
-    assert_eq!(dropped, 2, "{log}");
+    // Both are refused; the log says so once for the two (refusals are logged at a bounded
+    // rate, the metric counts each).
+    assert_eq!(dropped, 1, "{log}");
 
     // A real report of the victim from a client is stored and wins.
     let mut c = Client::connect(&herd.addr("N"));
@@ -556,7 +558,7 @@ fn refused_start(herd: &Herd) -> String {
     let mut node = spawn(herd.command("N"));
     let status =
         wait_with_deadline(&mut node.child, Duration::from_secs(20)).expect("the node must exit");
-    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert_eq!(status.code(), Some(2), "{status:?}");
     // The stderr reader thread may lag the exit by a moment.
     eventually(Duration::from_secs(5), "stderr", || {
         node.stderr.lock().unwrap().contains("herd: ")

@@ -62,7 +62,7 @@ impl Peer {
     async fn run(&mut self, mut jobs: Vec<Job>) {
         let mut out = Vec::new();
         for job in &mut jobs {
-            while !job.step(&self.store, &mut out).unwrap().0 {}
+            while !job.step(&self.store, &mut out).unwrap().done {}
         }
         self.conn.get_mut().write_all(&out).await.unwrap();
     }

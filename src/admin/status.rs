@@ -3,8 +3,9 @@
 //! image, and every value it shows is escaped.
 //!
 //! Elements a script (or a test) may read carry stable hooks: `#node`, `#health`, `#records`,
-//! `#connections`, one `tr.link` per link with `data-peer` and `data-state="up|down"`,
-//! `#cache-rate`, and one `tr.report` per recent report.
+//! `#connections`, `#refused` (reports refused before the store, per reason and source), one
+//! `tr.link` per link with `data-peer` and `data-state="up|down"`, `#cache-rate`, and one
+//! `tr.report` per recent report.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,11 +55,13 @@ pub fn render(snap: &Snapshot, node: Option<&Node>) -> String {
          <tr><th>clients stored</th><td id=\"records\">{records}</td></tr>\n\
          <tr><th>client connections open</th><td id=\"connections\">{}</td></tr>\n\
          <tr><th>requests answered</th><td>{} IAMAT · {} WHATSAT · {} invalid</td></tr>\n\
+         <tr><th>reports refused</th><td id=\"refused\">{}</td></tr>\n\
          </table>\n",
         snap.connections,
         count(RequestKind::IAmAt),
         count(RequestKind::WhatsAt),
         count(RequestKind::Invalid),
+        refused(snap),
     );
     if let Some(store) = &snap.store {
         use crate::store::Writable;
@@ -189,6 +192,28 @@ td.n{text-align:right}.up,.ready{color:#176f2c;font-weight:bold}\
 .meta{color:#666}code{font-size:.9em}";
 
 /// Escapes text for HTML content and attribute values.
+/// "refused as from the future: Bona 120, clients 3", one such part per reason, or "none".
+fn refused(snap: &Snapshot) -> String {
+    if snap.refused.is_empty() {
+        return "none".to_owned();
+    }
+    let parts: Vec<String> = snap
+        .refused
+        .iter()
+        .map(|(reason, by)| {
+            let sources: Vec<String> = by
+                .iter()
+                .map(|(source, n)| match source.as_str() {
+                    crate::telemetry::CLIENT_SOURCE => format!("clients {n}"),
+                    peer => format!("{} {n}", escape(peer)),
+                })
+                .collect();
+            format!("{}: {}", reason.describe(), sources.join(", "))
+        })
+        .collect();
+    parts.join("; ")
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -274,5 +299,17 @@ mod tests {
         assert!(page.contains("data-peer=\"&lt;Clark&gt;\" data-state=\"down\""));
         assert!(page.contains("&lt;script&gt;") && !page.contains("<script"));
         assert!(page.contains("http-equiv=\"refresh\""));
+        assert!(page.contains("<td id=\"refused\">none</td>"), "{page}");
+        for _ in 0..3 {
+            let _ = t.refused(crate::telemetry::Refusal::Future, None);
+        }
+        let _ = t.refused(crate::telemetry::Refusal::Future, Some("<Clark>"));
+        let page = render(&t.snapshot(), None);
+        assert!(
+            page.contains(
+                "<td id=\"refused\">refused as from the future: &lt;Clark&gt; 1, clients 3</td>"
+            ),
+            "{page}"
+        );
     }
 }

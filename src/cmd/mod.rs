@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use crate::node::Node;
 use crate::protocol::number::Timestamp;
 use crate::protocol::request::{invalid_answer, Request};
-use crate::telemetry::RequestKind;
+use crate::telemetry::{Refusal, RequestKind};
 
 /// A request's answer, now or later.
 pub enum Answer {
@@ -49,11 +49,14 @@ pub async fn execute(node: &Node, cx: &mut Context, line: &Bytes, request: Reque
         Request::IAmAt(req) => {
             let max_ahead = node.config().limits.max_future_secs;
             if req.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
-                tracing::warn!(
-                    limit_secs = max_ahead,
-                    timestamp = %req.timestamp,
-                    "IAMAT timestamp too far in the future; answered as invalid"
-                );
+                if let Some(refused) = node.telemetry().refused(Refusal::Future, None) {
+                    tracing::warn!(
+                        limit_secs = max_ahead,
+                        timestamp = %req.timestamp,
+                        refused,
+                        "IAMAT timestamp too far in the future; answered as invalid (logged at most every 10 s, with the number refused since)"
+                    );
+                }
                 return Answer::Ready(invalid_answer(line));
             }
             iamat::execute(node, cx, line, req).await

@@ -8,6 +8,12 @@
 //! two servers that are both writing a large sync at each other can never deadlock on full
 //! socket buffers. Every write has a deadline: a peer that stops reading is dropped and
 //! dialled again.
+//!
+//! The peer's questions and the answers to this side's own round travel in two queues: the
+//! questions are served at the rate `[peers] sync_ranges_per_sec` and `sync_records_per_sec`
+//! allow ([`sync::Pace`]), and a peer asked past that waits, while this side's own round and
+//! the flooded reports go on at full speed. A question that repeats a range of its round, or
+//! names a range that cannot exist, drops the link (`herd_sync_violations_total`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +29,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::{dial, DialOptions, HandshakeError};
-use super::sync::{self, Job, Round};
+use super::sync::{self, Answerer, Job, Pace, Round};
 use super::{LinkInbox, Liveness, PeerReader, Session};
 use crate::logging::{Clipped, Escaped};
 use crate::node::Node;
 use crate::protocol::frame::Frame;
 use crate::protocol::number::Timestamp;
 use crate::protocol::request::{parse, PeerLine, Request, SyncKind};
+use crate::telemetry::Refusal;
 
 /// What the reader hands the writer: a sync message of the peer's.
 struct Event {
@@ -38,8 +45,16 @@ struct Event {
     payload: Bytes,
 }
 
+/// The reader's two queues to the writer: the peer's questions (served at a bounded rate)
+/// and the answers to this side's round (taken at once).
+struct ToWriter {
+    questions: mpsc::Sender<Event>,
+    answers: mpsc::Sender<Event>,
+}
+
 /// Jobs waiting before the writer stops taking the peer's questions (so a peer that asks
-/// faster than it reads the answers is held back by TCP, not by our memory).
+/// faster than it reads the answers is held back by TCP, not by our memory), and, apart,
+/// before it stops taking the answers to its own round.
 const MAX_JOBS: usize = 64;
 
 /// Why a session ended.
@@ -170,36 +185,56 @@ async fn run_session(
         liveness,
         ..
     } = session;
-    let (events_tx, mut events) = mpsc::channel(16);
+    let (questions_tx, mut questions) = mpsc::channel(16);
+    let (answers_tx, mut answers) = mpsc::channel(16);
     // Whether a round of ours is open: records that arrive meanwhile count as sync traffic.
     let in_round = Arc::new(AtomicBool::new(false));
     let mut reader_task = tokio::spawn(read_peer(
         node.clone(),
         peer.clone(),
         reader,
-        events_tx,
+        ToWriter {
+            questions: questions_tx,
+            answers: answers_tx,
+        },
         Arc::clone(&in_round),
     ));
     let telemetry = node.telemetry().clone();
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
     let store = node.store();
-    let sync_every = Duration::from_secs(node.config().peers.sync_interval_secs);
-    let write_deadline = Duration::from_millis(node.config().peers.write_timeout_ms.max(1));
-    let round_deadline = Duration::from_secs(node.config().peers.sync_timeout_secs.max(1));
+    let cfg = &node.config().peers;
+    let sync_every = Duration::from_secs(cfg.sync_interval_secs);
+    let write_deadline = Duration::from_millis(cfg.write_timeout_ms.max(1));
+    let round_deadline = Duration::from_secs(cfg.sync_timeout_secs.max(1));
     // A round at link-up, then one every interval; checked again at the deadline while one runs.
     let mut next_round = Instant::now();
     let mut round: Option<Round> = None;
     let mut rounds = 0u64;
-    let mut jobs: VecDeque<Job> = VecDeque::new();
+    // This side's round (its questions, and the records it sends), and the answers to the
+    // peer's questions, which are paced.
+    let mut own: VecDeque<Job> = VecDeque::new();
+    let mut answering: VecDeque<Job> = VecDeque::new();
+    let mut answerer = Answerer::default();
+    let mut pace = Pace::new(
+        cfg.sync_ranges_per_sec,
+        cfg.sync_records_per_sec,
+        std::time::Instant::now(),
+    );
+    let mut paced_logged = false;
     let mut buf = Vec::with_capacity(64 * 1024);
 
     let end = 'session: loop {
         buf.clear();
         let mut violation = None;
+        let resume = pace.wait(std::time::Instant::now()).map(Instant::from_std);
+        if resume.is_some() && !paced_logged {
+            paced_logged = true;
+            tracing::info!(peer = %peer, ranges_per_sec = cfg.sync_ranges_per_sec, records_per_sec = cfg.sync_records_per_sec, "pacing the peer's sync questions");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break 'session End::Shutdown,
             Some(next) = inbox.inbound.recv() => {
-                if replaces(&dialer, &liveness, &next, &node.config().peers) {
+                if replaces(&dialer, &liveness, &next, cfg) {
                     break 'session End::Replaced(next);
                 }
                 tracing::info!(peer = %peer, dialer = %next.dialer, "keeping the existing link; closing the new connection");
@@ -211,14 +246,13 @@ async fn run_session(
                 };
                 break 'session End::Dropped(why);
             }
-            Some(event) = events.recv(), if jobs.len() < MAX_JOBS => {
-                let result = match (event.kind, round.as_mut()) {
-                    (SyncKind::Answer, Some(r)) => r.on_answer(&store, event.round, &event.payload),
-                    (SyncKind::Answer, None) => Err(sync::Violation::Unasked(event.round)),
-                    (kind, _) => sync::answer(&store, kind, event.round, &event.payload),
+            Some(event) = answers.recv(), if own.len() < MAX_JOBS => {
+                let result = match round.as_mut() {
+                    Some(r) => r.on_answer(&store, event.round, &event.payload),
+                    None => Err(sync::Violation::Unasked(event.round)),
                 };
                 match result {
-                    Ok(more) => jobs.extend(more),
+                    Ok(more) => own.extend(more),
                     Err(v) => violation = Some(v),
                 }
                 if let Some(r) = round.as_ref().filter(|r| r.is_done()) {
@@ -227,6 +261,15 @@ async fn run_session(
                     telemetry.sync_round(&peer);
                     round = None;
                     next_round = Instant::now() + sync_every;
+                }
+            }
+            Some(event) = questions.recv(), if answering.len() < MAX_JOBS && resume.is_none() => {
+                match answerer.answer(&store, event.kind, event.round, &event.payload) {
+                    Ok((more, cost)) => {
+                        pace.charge(cost, std::time::Instant::now());
+                        answering.extend(more);
+                    }
+                    Err(v) => violation = Some(v),
                 }
             }
             Some(line) = inbox.queue.recv() => {
@@ -244,21 +287,15 @@ async fn run_session(
                 }
                 inbox.queued.fetch_sub(taken, Ordering::Relaxed);
             }
-            _ = std::future::ready(()), if !jobs.is_empty() => {
-                // One bounded step of the oldest job, so floods keep flowing during a sync.
-                let job = jobs.front_mut().expect("checked");
-                let before = buf.len();
-                let stepped = job.step(&store, &mut buf);
-                telemetry.sync_bytes(&peer, (buf.len() - before) as u64, 0);
-                match stepped {
-                    Ok((true, _)) => { jobs.pop_front(); }
-                    Ok((false, _)) => {}
-                    Err(e) => {
-                        tracing::error!(peer = %peer, error = %e, "cannot read the store for a sync");
-                        jobs.pop_front();
-                    }
-                }
+            // One bounded step of the oldest job, so floods keep flowing during a sync.
+            _ = std::future::ready(()), if !own.is_empty() => {
+                step(&peer, &store, &telemetry, &mut own, &mut buf);
             }
+            _ = std::future::ready(()), if !answering.is_empty() && resume.is_none() => {
+                let read = step(&peer, &store, &telemetry, &mut answering, &mut buf);
+                pace.charge(sync::Cost { ranges: 0, records: read }, std::time::Instant::now());
+            }
+            _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {}
             _ = tokio::time::sleep_until(next_round) => {
                 match &round {
                     Some(r) if r.is_overdue(round_deadline) => {
@@ -273,7 +310,7 @@ async fn run_session(
                             Ok((r, first)) => {
                                 tracing::debug!(peer = %peer, round = r.id, "sync round started");
                                 in_round.store(true, Ordering::Relaxed);
-                                jobs.extend(first);
+                                own.extend(first);
                                 round = Some(r);
                                 next_round = Instant::now() + Duration::from_secs(1);
                             }
@@ -287,7 +324,8 @@ async fn run_session(
             }
         }
         if let Some(v) = violation {
-            tracing::warn!(peer = %peer, error = %v, "peer broke the sync protocol; dropping the link");
+            tracing::warn!(peer = %peer, kind = v.kind(), error = %v, "peer broke the sync protocol; dropping the link");
+            telemetry.sync_violation(&peer, v.kind());
             break 'session End::Dropped(v.to_string());
         }
         if !buf.is_empty() {
@@ -305,6 +343,35 @@ async fn run_session(
     end
 }
 
+/// Runs one bounded step of the oldest of `jobs` into `buf`; returns the records it read.
+fn step(
+    peer: &str,
+    store: &crate::store::Store,
+    telemetry: &crate::telemetry::Telemetry,
+    jobs: &mut VecDeque<Job>,
+    buf: &mut Vec<u8>,
+) -> u64 {
+    let Some(job) = jobs.front_mut() else {
+        return 0;
+    };
+    let before = buf.len();
+    let stepped = job.step(store, buf);
+    telemetry.sync_bytes(peer, (buf.len() - before) as u64, 0);
+    match stepped {
+        Ok(step) => {
+            if step.done {
+                jobs.pop_front();
+            }
+            step.read
+        }
+        Err(e) => {
+            tracing::error!(peer, error = %e, "cannot read the store for a sync");
+            jobs.pop_front();
+            0
+        }
+    }
+}
+
 async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(
     out: &mut BufWriter<W>,
     bytes: &[u8],
@@ -318,7 +385,7 @@ async fn read_peer(
     node: Node,
     peer: String,
     mut reader: tokio_util::codec::FramedRead<PeerReader, crate::protocol::frame::LineCodec>,
-    events: mpsc::Sender<Event>,
+    to_writer: ToWriter,
     in_round: Arc<AtomicBool>,
 ) -> String {
     let store = node.store();
@@ -360,7 +427,9 @@ async fn read_peer(
                 }
                 let max_ahead = node.config().limits.max_future_secs;
                 if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
-                    tracing::warn!(peer = %peer, limit_secs = max_ahead, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future");
+                    if let Some(refused) = telemetry.refused(Refusal::Future, Some(&peer)) {
+                        tracing::warn!(peer = %peer, limit_secs = max_ahead, refused, line = %Clipped(&line), "dropping a peer's report timestamped too far in the future (logged at most every 10 s, with the number refused since)");
+                    }
                     continue;
                 }
                 // Waits for room in the store's queue: a flooding peer is held back by TCP.
@@ -378,7 +447,11 @@ async fn read_peer(
                     round,
                     payload,
                 };
-                if events.send(event).await.is_err() {
+                let queue = match kind {
+                    SyncKind::Answer => &to_writer.answers,
+                    SyncKind::Query | SyncKind::Want => &to_writer.questions,
+                };
+                if queue.send(event).await.is_err() {
                     return "session ended".to_owned();
                 }
             }

@@ -18,9 +18,12 @@
 //! AT ...                     records, either way, as ordinary AT lines
 //! ```
 //!
-//! Payloads are bincode (through the store's one codec) in URL-safe base64. The answerer keeps
-//! no state between messages; the asker keeps its open requests in order, and an answer that
-//! does not match one is a protocol violation that drops the link.
+//! Payloads are bincode (through the store's one codec) in URL-safe base64. The asker keeps
+//! its open requests in order, and an answer that does not match one is a protocol violation
+//! that drops the link. The answerer ([`Answerer`]) keeps only what it needs to refuse a
+//! question that repeats a range of the same round (per depth, the last range named: a round
+//! names each range once, in ascending order), and prices every question ([`Cost`]: ranges
+//! named, records read) so that the link serves a peer at a bounded rate ([`Pace`]).
 //!
 //! Why it cannot miss a record: a round compares what both stores hold *now*; there is no
 //! cursor to skip past. A write racing a round either is seen by it or leaves the two
@@ -30,6 +33,7 @@
 
 pub mod local;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -52,6 +56,12 @@ const MAX_MINE: usize = 256;
 pub const MAX_GROUPS: usize = 2048;
 /// Records written per step of a stream, between which floods and other work proceed.
 pub const STREAM_BATCH: usize = 256;
+/// The largest record count a root fingerprint may claim: far beyond any store (2^40).
+pub const MAX_COUNT: u64 = 1 << 40;
+/// Summing this many in-memory bucket fingerprints is priced as reading one record.
+pub const BUCKETS_PER_RECORD: u64 = 1024;
+/// Depths a range may have: 0, 2, ..., [`MAX_DEPTH`].
+const DEPTHS: usize = MAX_DEPTH as usize / 2 + 1;
 
 /// Why a peer's sync traffic is refused: the link is dropped.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +74,24 @@ pub enum Violation {
     Malformed(&'static str),
     #[error("the round asked for more ranges than a round may ({0})")]
     OverBudget(u64),
+    #[error("a question repeats {0}")]
+    Repeated(String),
     #[error("the store failed: {0}")]
     Store(String),
+}
+
+impl Violation {
+    /// A short name for the metric's `kind` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Violation::Undecodable(_) => "undecodable",
+            Violation::Unasked(_) => "unasked",
+            Violation::Malformed(_) => "malformed",
+            Violation::OverBudget(_) => "over_budget",
+            Violation::Repeated(_) => "repeated",
+            Violation::Store(_) => "store",
+        }
+    }
 }
 
 impl From<crate::error::Error> for Violation {
@@ -198,9 +224,20 @@ pub enum Job {
     Line(Vec<u8>),
 }
 
+/// What one [`Job::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Whether the job is finished.
+    pub done: bool,
+    /// Records written.
+    pub sent: u64,
+    /// Records read from the store to write them (a selective send scans its whole range).
+    pub read: u64,
+}
+
 impl Job {
-    /// Appends the next step's lines to `out`; returns `(done, records written)`.
-    pub fn step(&mut self, store: &Store, out: &mut Vec<u8>) -> crate::error::Result<(bool, u64)> {
+    /// Appends the next step's lines to `out`.
+    pub fn step(&mut self, store: &Store, out: &mut Vec<u8>) -> crate::error::Result<Step> {
         match self {
             Job::All { node, resume } => {
                 let (lines, next) = store.lines(*node, resume.as_deref(), STREAM_BATCH)?;
@@ -209,131 +246,352 @@ impl Job {
                     out.push(b'\n');
                 }
                 *resume = next;
-                Ok((resume.is_none(), lines.len() as u64))
+                let n = lines.len() as u64;
+                Ok(Step {
+                    done: resume.is_none(),
+                    sent: n,
+                    read: n,
+                })
             }
             Job::Some { node, keys } => {
-                let lines =
-                    store.lines_where(*node, |kh| keys.binary_search(&(kh as u32)).is_ok())?;
+                let scanned = Cell::new(0u64);
+                let lines = store.lines_where(*node, |kh| {
+                    scanned.set(scanned.get() + 1);
+                    keys.binary_search(&(kh as u32)).is_ok()
+                })?;
                 for line in &lines {
                     out.extend_from_slice(line);
                     out.push(b'\n');
                 }
-                Ok((true, lines.len() as u64))
+                Ok(Step {
+                    done: true,
+                    sent: lines.len() as u64,
+                    read: scanned.get(),
+                })
             }
             Job::Line(line) => {
                 out.extend_from_slice(line);
-                Ok((true, 0))
+                Ok(Step {
+                    done: true,
+                    sent: 0,
+                    read: 0,
+                })
             }
         }
     }
 }
 
-/// Answers one question of a peer's round. Holds no state: everything needed is in the
-/// message and the store. Returns the jobs that make up the answer (records first, if any,
-/// then the `A` line).
+/// What serving a question cost, for [`Pace`]: ranges it named, records it read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    pub ranges: u64,
+    pub records: u64,
+}
+
+/// Reads fingerprints and lists for an answer, counting what they cost.
+struct Meter<'a> {
+    store: &'a Store,
+    buckets: u64,
+    records: u64,
+}
+
+impl Meter<'_> {
+    fn fingerprint(&mut self, node: Node) -> Result<Fingerprint, Violation> {
+        let fp = self.store.fingerprint(node)?;
+        match node.buckets() {
+            Some(buckets) => self.buckets += buckets.len() as u64,
+            None => self.records += fp.count,
+        }
+        Ok(fp)
+    }
+
+    /// The answerer's list of a small range.
+    fn list(&mut self, node: Node, window: u8) -> Result<Vec<Item>, Violation> {
+        let list = list(self.store, node, window)?;
+        self.records += list.len() as u64 + 1;
+        Ok(list)
+    }
+
+    fn cost(&self, ranges: u64) -> Cost {
+        Cost {
+            ranges,
+            records: self.records + self.buckets.div_ceil(BUCKETS_PER_RECORD),
+        }
+    }
+}
+
+/// The answering side of one link session: what it remembers of the peer's current round.
+///
+/// An honest asker names every range at most once per round, and at each depth in ascending
+/// order (it descends into the ranges of each answer in key order, and answers come back in
+/// the order asked), so the answerer needs only the last range named per depth to refuse a
+/// repeat: a question that names a range at or before the last one at its depth, that asks
+/// the root twice, or that goes back to an earlier round, is a [`Violation::Repeated`].
+#[derive(Debug, Default)]
+pub struct Answerer {
+    round: u64,
+    root_asked: bool,
+    /// Per depth / 2: the last range whose quarters a `Q` compared, this round.
+    last_split: [Option<u64>; DEPTHS],
+    /// Per depth / 2: the last range a `W` named, this round.
+    last_wanted: [Option<u64>; DEPTHS],
+}
+
+impl Answerer {
+    /// Answers one question of the peer's round: the jobs that make up the answer (records
+    /// first, if any, then the `A` line) and what computing it cost. The records the jobs
+    /// will read are priced as they are stepped ([`Step::read`]).
+    pub fn answer(
+        &mut self,
+        store: &Store,
+        kind: SyncKind,
+        round: u64,
+        payload: &[u8],
+    ) -> Result<(Vec<Job>, Cost), Violation> {
+        if kind == SyncKind::Answer {
+            return Err(Violation::Unasked(round));
+        }
+        if round < self.round {
+            return Err(Violation::Repeated(format!(
+                "round {round}, after round {}",
+                self.round
+            )));
+        }
+        if round > self.round {
+            *self = Answerer {
+                round,
+                ..Answerer::default()
+            };
+        }
+        let mut meter = Meter {
+            store,
+            buckets: 0,
+            records: 0,
+        };
+        match kind {
+            SyncKind::Query => match decode::<Query>(payload)? {
+                Query::Root { count, sum, window } => {
+                    if window > 3 || count > MAX_COUNT || (count == 0 && sum != 0) {
+                        return Err(Violation::Malformed("an impossible root fingerprint"));
+                    }
+                    if std::mem::replace(&mut self.root_asked, true) {
+                        return Err(Violation::Repeated(format!("the root in round {round}")));
+                    }
+                    let jobs = answer_root(&mut meter, Fingerprint { count, sum }, window, round)?;
+                    Ok((jobs, meter.cost(1)))
+                }
+                Query::Groups {
+                    window,
+                    depth,
+                    groups,
+                } => {
+                    if window > 3
+                        || !(2..=MAX_DEPTH).contains(&depth)
+                        || !depth.is_multiple_of(2)
+                        || groups.is_empty()
+                        || groups.len() > MAX_GROUPS
+                    {
+                        return Err(Violation::Malformed("bad depth or number of ranges"));
+                    }
+                    let ranges = groups.len() as u64;
+                    let last = &mut self.last_split[usize::from(depth / 2 - 1)];
+                    let job = answer_groups(&mut meter, last, window, depth, groups, round)?;
+                    Ok((vec![job], meter.cost(ranges)))
+                }
+            },
+            SyncKind::Want => {
+                let want: Want = decode(payload)?;
+                if want.ranges.is_empty() || want.ranges.len() > MAX_GROUPS {
+                    return Err(Violation::Malformed("bad number of ranges wanted"));
+                }
+                let ranges = want.ranges.len() as u64;
+                let mut jobs = Vec::with_capacity(want.ranges.len() + 1);
+                for (node, keys) in want.ranges {
+                    if !node.is_valid() || keys.is_empty() || keys.len() > MAX_ITEMS {
+                        return Err(Violation::Malformed("bad want"));
+                    }
+                    let last = &mut self.last_wanted[usize::from(node.depth / 2)];
+                    if last.is_some_and(|l| node.index <= l) {
+                        return Err(Violation::Repeated(format!(
+                            "range {}/{} (wanted) in round {round}",
+                            node.depth, node.index
+                        )));
+                    }
+                    *last = Some(node.index);
+                    let mut keys: Vec<u32> = keys.iter().map(|k| u32::from_be_bytes(*k)).collect();
+                    keys.sort_unstable();
+                    jobs.push(Job::Some { node, keys });
+                }
+                jobs.push(Job::Line(encode("A", round, &Answer::Sent)));
+                Ok((jobs, meter.cost(ranges)))
+            }
+            SyncKind::Answer => unreachable!("refused above"),
+        }
+    }
+}
+
+fn answer_root(
+    meter: &mut Meter<'_>,
+    theirs: Fingerprint,
+    window: u8,
+    round: u64,
+) -> Result<Vec<Job>, Violation> {
+    let mine = meter.fingerprint(Node::ROOT)?;
+    let mut jobs = Vec::new();
+    let answer = if mine == theirs {
+        RootAnswer::Same
+    } else if mine.count == 0 {
+        RootAnswer::Empty
+    } else if theirs.count == 0 {
+        jobs.push(Job::All {
+            node: Node::ROOT,
+            resume: None,
+        });
+        RootAnswer::Sent
+    } else if mine.count <= LEAF {
+        RootAnswer::Items(meter.list(Node::ROOT, window)?)
+    } else {
+        RootAnswer::Descend
+    };
+    jobs.push(Job::Line(encode("A", round, &Answer::Root(answer))));
+    Ok(jobs)
+}
+
+/// Compares the asker's quarters of each range in `groups` (at `depth - 2`) with this
+/// store's; `last` is the last range compared at that depth this round.
+fn answer_groups(
+    meter: &mut Meter<'_>,
+    last: &mut Option<u64>,
+    window: u8,
+    depth: u8,
+    groups: Vec<(u64, [[u8; 2]; 4])>,
+    round: u64,
+) -> Result<Job, Violation> {
+    let mut statuses = Vec::with_capacity(groups.len());
+    let mut lists = Vec::new();
+    let mut parent: Option<u64> = None;
+    for (delta, theirs) in groups {
+        let index = match parent {
+            None => delta,
+            Some(p) if delta > 0 => p
+                .checked_add(delta)
+                .ok_or(Violation::Malformed("range index overflows"))?,
+            Some(_) => return Err(Violation::Malformed("ranges not ascending")),
+        };
+        parent = Some(index);
+        if last.is_some_and(|l| index <= l) {
+            return Err(Violation::Repeated(format!(
+                "range {}/{index} in round {round}",
+                depth - 2
+            )));
+        }
+        *last = Some(index);
+        let parent_node = Node {
+            depth: depth - 2,
+            index,
+        };
+        let children = parent_node
+            .is_valid()
+            .then(|| parent_node.children())
+            .flatten()
+            .ok_or(Violation::Malformed("no such range"))?;
+        let mut bits = 0u8;
+        for (i, child) in children.into_iter().enumerate() {
+            let mine = meter.fingerprint(child)?;
+            let status = if mine.short(window) == theirs[i] {
+                Status::Same
+            } else if mine.count == 0 {
+                Status::Empty
+            } else if mine.count <= LEAF || child.children().is_none() {
+                lists.push(meter.list(child, window)?);
+                Status::Items
+            } else {
+                Status::Descend
+            };
+            bits |= (status as u8) << (2 * i);
+        }
+        statuses.push(bits);
+    }
+    Ok(Job::Line(encode(
+        "A",
+        round,
+        &Answer::Groups { statuses, lists },
+    )))
+}
+
+/// Answers one question with no memory of the round (tools and tests that play a peer):
+/// [`Answerer::answer`] without the cost.
 pub fn answer(
     store: &Store,
     kind: SyncKind,
     round: u64,
     payload: &[u8],
 ) -> Result<Vec<Job>, Violation> {
-    match kind {
-        SyncKind::Query => match decode::<Query>(payload)? {
-            Query::Root { count, sum, window } => {
-                let mine = store.fingerprint(Node::ROOT)?;
-                let mut jobs = Vec::new();
-                let answer = if mine == (Fingerprint { count, sum }) {
-                    RootAnswer::Same
-                } else if mine.count == 0 {
-                    RootAnswer::Empty
-                } else if count == 0 {
-                    jobs.push(Job::All {
-                        node: Node::ROOT,
-                        resume: None,
-                    });
-                    RootAnswer::Sent
-                } else if mine.count <= LEAF {
-                    RootAnswer::Items(list(store, Node::ROOT, window)?)
-                } else {
-                    RootAnswer::Descend
-                };
-                jobs.push(Job::Line(encode("A", round, &Answer::Root(answer))));
-                Ok(jobs)
-            }
-            Query::Groups {
-                window,
-                depth,
-                groups,
-            } => {
-                if !(2..=MAX_DEPTH).contains(&depth)
-                    || !depth.is_multiple_of(2)
-                    || groups.len() > MAX_GROUPS
-                {
-                    return Err(Violation::Malformed("bad depth or too many ranges"));
-                }
-                let mut statuses = Vec::with_capacity(groups.len());
-                let mut lists = Vec::new();
-                let mut parent: Option<u64> = None;
-                for (delta, theirs) in groups {
-                    let index = match parent {
-                        None => delta,
-                        Some(p) if delta > 0 => p
-                            .checked_add(delta)
-                            .ok_or(Violation::Malformed("range index overflows"))?,
-                        Some(_) => return Err(Violation::Malformed("ranges not ascending")),
-                    };
-                    parent = Some(index);
-                    let parent_node = Node {
-                        depth: depth - 2,
-                        index,
-                    };
-                    let children = parent_node
-                        .is_valid()
-                        .then(|| parent_node.children())
-                        .flatten()
-                        .ok_or(Violation::Malformed("no such range"))?;
-                    let mut bits = 0u8;
-                    for (i, child) in children.into_iter().enumerate() {
-                        let mine = store.fingerprint(child)?;
-                        let status = if mine.short(window) == theirs[i] {
-                            Status::Same
-                        } else if mine.count == 0 {
-                            Status::Empty
-                        } else if mine.count <= LEAF || child.children().is_none() {
-                            lists.push(list(store, child, window)?);
-                            Status::Items
-                        } else {
-                            Status::Descend
-                        };
-                        bits |= (status as u8) << (2 * i);
-                    }
-                    statuses.push(bits);
-                }
-                Ok(vec![Job::Line(encode(
-                    "A",
-                    round,
-                    &Answer::Groups { statuses, lists },
-                ))])
-            }
-        },
-        SyncKind::Want => {
-            let want: Want = decode(payload)?;
-            if want.ranges.len() > MAX_GROUPS {
-                return Err(Violation::Malformed("too many ranges wanted"));
-            }
-            let mut jobs = Vec::with_capacity(want.ranges.len() + 1);
-            for (node, keys) in want.ranges {
-                if !node.is_valid() || keys.len() > MAX_ITEMS {
-                    return Err(Violation::Malformed("bad want"));
-                }
-                let mut keys: Vec<u32> = keys.iter().map(|k| u32::from_be_bytes(*k)).collect();
-                keys.sort_unstable();
-                jobs.push(Job::Some { node, keys });
-            }
-            jobs.push(Job::Line(encode("A", round, &Answer::Sent)));
-            Ok(jobs)
+    Answerer::default()
+        .answer(store, kind, round, payload)
+        .map(|(jobs, _)| jobs)
+}
+
+/// How fast a link serves its peer's questions: two token buckets, one of ranges named and
+/// one of records read, each refilled at its rate and holding at most one second of it.
+///
+/// A question is served whole and its cost charged after, so a bucket may go into debt;
+/// while either is in debt the link takes no further question of the peer and steps no
+/// answer of it ([`Pace::wait`]), until the debt is paid. An honest peer's large round (a
+/// wiped store's refill) is paced, not refused; a peer that asks the same costly question
+/// over and over gets one second's worth each second.
+#[derive(Debug)]
+pub struct Pace {
+    ranges: Bucket,
+    records: Bucket,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u64, now: Instant) -> Bucket {
+        let rate = rate.max(1) as f64;
+        Bucket {
+            rate,
+            tokens: rate,
+            at: now,
         }
-        SyncKind::Answer => Err(Violation::Unasked(round)),
+    }
+
+    fn charge(&mut self, n: u64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - n as f64;
+        self.at = now;
+    }
+
+    /// When the debt will be paid, if there is one.
+    fn paid_at(&self) -> Option<Instant> {
+        (self.tokens < 0.0).then(|| self.at + Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+impl Pace {
+    pub fn new(ranges_per_sec: u64, records_per_sec: u64, now: Instant) -> Pace {
+        Pace {
+            ranges: Bucket::new(ranges_per_sec, now),
+            records: Bucket::new(records_per_sec, now),
+        }
+    }
+
+    pub fn charge(&mut self, cost: Cost, now: Instant) {
+        self.ranges.charge(cost.ranges, now);
+        self.records.charge(cost.records, now);
+    }
+
+    /// `None` when the peer's questions may be served at `now`; else when they may again.
+    pub fn wait(&self, now: Instant) -> Option<Instant> {
+        let until = self.ranges.paid_at().max(self.records.paid_at())?;
+        (until > now).then_some(until)
     }
 }
 

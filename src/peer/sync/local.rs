@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use super::{answer, Job, Round, Violation};
+use super::{Answerer, Job, Round, Violation};
 use crate::protocol::request::{parse, PeerLine, Request, SyncKind};
 use crate::report::Report;
 use crate::store::Store;
@@ -50,15 +50,17 @@ pub async fn round(
     let (mut r, first) = Round::start(a, id)?;
     let mut to_b: VecDeque<Job> = first.into();
     let mut to_a: VecDeque<Job> = VecDeque::new();
+    // The answerer remembers the round, as a link's does: an honest round never repeats a range.
+    let mut answerer = Answerer::default();
     while !(to_b.is_empty() && to_a.is_empty()) {
         if let Some(mut job) = to_b.pop_front() {
             let mut buf = Vec::new();
-            let (done, records) = job.step(a, &mut buf)?;
-            if !done {
+            let step = job.step(a, &mut buf)?;
+            if !step.done {
                 to_b.push_front(job);
             }
             traffic.asked_bytes += buf.len() as u64;
-            traffic.records_to_answerer += records;
+            traffic.records_to_answerer += step.sent;
             for line in lines(&buf) {
                 match parse(&line) {
                     Request::At(report) => {
@@ -70,19 +72,19 @@ pub async fn round(
                         payload,
                     }) => {
                         applied(b).await?;
-                        to_a.extend(answer(b, kind, round, &payload)?)
+                        to_a.extend(answerer.answer(b, kind, round, &payload)?.0)
                     }
                     other => panic!("the asker sent {other:?}"),
                 }
             }
         } else if let Some(mut job) = to_a.pop_front() {
             let mut buf = Vec::new();
-            let (done, records) = job.step(b, &mut buf)?;
-            if !done {
+            let step = job.step(b, &mut buf)?;
+            if !step.done {
                 to_a.push_front(job);
             }
             traffic.answered_bytes += buf.len() as u64;
-            traffic.records_to_asker += records;
+            traffic.records_to_asker += step.sent;
             for line in lines(&buf) {
                 match parse(&line) {
                     Request::At(report) => {

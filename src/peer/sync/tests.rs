@@ -9,6 +9,7 @@ use super::*;
 use crate::config::Durability;
 use crate::report::Report;
 use crate::store::engine::MemEngine;
+use crate::store::fingerprint::Node as Range;
 
 fn report(line: &str) -> Report {
     Report::from_line(line)
@@ -202,6 +203,209 @@ async fn a_liar_is_refused_and_changes_nothing() {
     };
     assert!(matches!(refused, Violation::Malformed(_)), "{refused}");
     assert_eq!(lines(&s), before, "nothing was written by any of it");
+}
+
+fn payload_of(line: &[u8]) -> Vec<u8> {
+    line.split(|&c| c == b' ')
+        .nth(3)
+        .unwrap()
+        .trim_ascii_end()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_question_that_repeats_a_range_of_its_round_is_refused() {
+    let s = store();
+    fill(&s, 0, 100, 1).await;
+    ready(&[&s]).await;
+    let root = |count, sum| {
+        payload_of(&encode(
+            "Q",
+            0,
+            &Query::Root {
+                count,
+                sum,
+                window: 0,
+            },
+        ))
+    };
+    let want = |nodes: &[Range]| {
+        payload_of(&encode(
+            "W",
+            0,
+            &Want {
+                ranges: nodes.iter().map(|n| (*n, vec![[0; 4]])).collect(),
+            },
+        ))
+    };
+    let groups = |depth, groups: Vec<(u64, [[u8; 2]; 4])>| {
+        payload_of(&encode(
+            "Q",
+            0,
+            &Query::Groups {
+                window: 0,
+                depth,
+                groups,
+            },
+        ))
+    };
+    let repeated =
+        |r: Result<(Vec<Job>, Cost), Violation>| matches!(r, Err(Violation::Repeated(_)));
+
+    // The root twice in one round; in the next round it may be asked again.
+    let mut a = Answerer::default();
+    let (jobs, cost) = a.answer(&s, SyncKind::Query, 1, &root(5, 5)).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(cost.ranges, 1);
+    assert!(
+        cost.records >= 64,
+        "summing every bucket is priced: {cost:?}"
+    );
+    assert!(repeated(a.answer(&s, SyncKind::Query, 1, &root(5, 5))));
+    let mut a = Answerer::default();
+    a.answer(&s, SyncKind::Query, 1, &root(5, 5)).unwrap();
+    a.answer(&s, SyncKind::Query, 2, &root(5, 5)).unwrap();
+    // ... but a round may not go back.
+    assert!(repeated(a.answer(&s, SyncKind::Query, 1, &root(5, 5))));
+
+    // One W naming the root many times, or the same range in two Ws of a round.
+    let mut a = Answerer::default();
+    assert!(repeated(a.answer(
+        &s,
+        SyncKind::Want,
+        1,
+        &want(&[Range::ROOT; 1000])
+    )));
+    let mut a = Answerer::default();
+    let (_, cost) = a
+        .answer(&s, SyncKind::Want, 1, &want(&[Range::ROOT]))
+        .unwrap();
+    assert_eq!(cost.ranges, 1);
+    assert!(repeated(a.answer(
+        &s,
+        SyncKind::Want,
+        1,
+        &want(&[Range::ROOT])
+    )));
+    let mut a = Answerer::default();
+    let deep = |index| Range { depth: 4, index };
+    a.answer(&s, SyncKind::Want, 1, &want(&[deep(3), deep(7)]))
+        .unwrap();
+    assert!(repeated(a.answer(&s, SyncKind::Want, 1, &want(&[deep(5)]))));
+
+    // Quarters of the same range compared twice in a round, across two messages.
+    let mut a = Answerer::default();
+    a.answer(
+        &s,
+        SyncKind::Query,
+        1,
+        &groups(4, vec![(1, [[0; 2]; 4]), (1, [[0; 2]; 4])]),
+    )
+    .unwrap();
+    assert!(repeated(a.answer(
+        &s,
+        SyncKind::Query,
+        1,
+        &groups(4, vec![(2, [[0; 2]; 4])])
+    )));
+    a.answer(&s, SyncKind::Query, 1, &groups(4, vec![(3, [[0; 2]; 4])]))
+        .unwrap();
+
+    // Impossible questions: a count no store holds, an empty store with a sum, a window past
+    // 3, no ranges at all, a range that cannot exist, a want of no keys.
+    for (kind, payload) in [
+        (SyncKind::Query, root(MAX_COUNT + 1, 1)),
+        (SyncKind::Query, root(0, 7)),
+        (
+            SyncKind::Query,
+            payload_of(&encode(
+                "Q",
+                0,
+                &Query::Root {
+                    count: 1,
+                    sum: 1,
+                    window: 9,
+                },
+            )),
+        ),
+        (SyncKind::Query, groups(4, vec![])),
+        (SyncKind::Want, want(&[])),
+        (SyncKind::Want, want(&[Range { depth: 3, index: 0 }])),
+        (SyncKind::Want, want(&[Range { depth: 2, index: 4 }])),
+        (
+            SyncKind::Want,
+            payload_of(&encode(
+                "W",
+                0,
+                &Want {
+                    ranges: vec![(Range::ROOT, vec![])],
+                },
+            )),
+        ),
+    ] {
+        let r = Answerer::default().answer(&s, kind, 1, &payload);
+        assert!(matches!(r, Err(Violation::Malformed(_))), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_selective_send_is_priced_by_the_records_it_scans() {
+    let s = store();
+    fill(&s, 0, 1000, 1).await;
+    ready(&[&s]).await;
+    let mut job = Job::Some {
+        node: Range::ROOT,
+        keys: vec![0],
+    };
+    let step = job.step(&s, &mut Vec::new()).unwrap();
+    assert_eq!((step.done, step.sent, step.read), (true, 0, 1000));
+    let mut job = Job::All {
+        node: Range::ROOT,
+        resume: None,
+    };
+    let step = job.step(&s, &mut Vec::new()).unwrap();
+    assert_eq!((step.done, step.sent, step.read), (false, 256, 256));
+}
+
+#[test]
+fn the_pace_lets_a_second_of_work_through_then_waits_for_the_debt() {
+    let t0 = Instant::now();
+    let mut pace = Pace::new(100, 1000, t0);
+    assert_eq!(pace.wait(t0), None);
+    pace.charge(
+        Cost {
+            ranges: 50,
+            records: 900,
+        },
+        t0,
+    );
+    assert_eq!(pace.wait(t0), None, "within the first second's worth");
+    // 3,100 records over the bucket: 3.1 s of debt at 1,000 a second.
+    pace.charge(
+        Cost {
+            ranges: 1,
+            records: 3000,
+        },
+        t0,
+    );
+    let until = pace.wait(t0).expect("in debt");
+    let debt = until - t0;
+    assert!(
+        debt > Duration::from_millis(2800) && debt < Duration::from_millis(3000),
+        "{debt:?}"
+    );
+    assert_eq!(pace.wait(until), None);
+    // Ranges alone can hold it back too; idle time refills no more than one second.
+    let later = until + Duration::from_secs(60);
+    pace.charge(
+        Cost {
+            ranges: 300,
+            records: 0,
+        },
+        later,
+    );
+    let until = pace.wait(later).expect("ranges in debt");
+    assert!(until - later > Duration::from_millis(1900) && until - later <= Duration::from_secs(2));
 }
 
 /// A scenario file: one command per line, `#` comments. Stores are named by one word.
