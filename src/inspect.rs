@@ -38,6 +38,10 @@ struct Row<'a> {
     received: String,
     at: String,
     learned_from: Option<&'a str>,
+    /// With `--retain-secs`: whether its timestamp is older than the window (a node with that
+    /// retention would expire it, and refuse it if reported again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expired: Option<bool>,
 }
 
 impl<'a> Row<'a> {
@@ -55,6 +59,7 @@ impl<'a> Row<'a> {
             received: s.received.to_string(),
             at: Escaped(r.at_line()).to_string(),
             learned_from: s.learned_from.as_deref(),
+            expired: None,
         }
     }
 }
@@ -64,14 +69,26 @@ pub fn record_json(stored: &Stored) -> serde_json::Value {
     serde_json::to_value(Row::new(stored)).expect("a row always serializes")
 }
 
-/// Prints every record of the store under `state_dir` (or only `client`'s) to `out`.
+/// Prints every record of the store under `state_dir` (or only `client`'s) to `out`. With
+/// `retain_secs`, each says whether it is past that retention window now.
 /// Returns the number printed; undecodable records are reported on stderr and skipped.
 pub fn run(
     state_dir: &Path,
     client: Option<&[u8]>,
     format: Format,
+    retain_secs: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<usize> {
+    let cutoff = retain_secs.map(|r| {
+        crate::protocol::number::Timestamp::now()
+            .secs
+            .saturating_sub(r)
+    });
+    let row = |s| {
+        let mut row = Row::new(s);
+        row.expired = cutoff.map(|c| s.report.timestamp.secs < c);
+        row
+    };
     let records = open_for_inspection(state_dir)?;
     let io = |e| Error::io("write output", e);
     let mut rows = Vec::new();
@@ -90,26 +107,39 @@ pub fn run(
     match format {
         Format::Json => {
             for stored in &rows {
-                serde_json::to_writer(&mut *out, &Row::new(stored)).map_err(|e| io(e.into()))?;
+                serde_json::to_writer(&mut *out, &row(stored)).map_err(|e| io(e.into()))?;
                 writeln!(out).map_err(io)?;
             }
         }
         Format::Table => {
-            let table: Vec<[String; 5]> = rows
+            let table: Vec<[String; 6]> = rows
                 .iter()
                 .map(|s| {
-                    let row = Row::new(s);
+                    let row = row(s);
+                    let expired = match row.expired {
+                        Some(true) => "expired",
+                        _ => "",
+                    };
                     [
                         row.client,
                         row.server.to_owned(),
                         row.time_diff,
                         row.location,
                         row.timestamp,
+                        expired.to_owned(),
                     ]
                 })
                 .collect();
-            let header =
-                ["CLIENT", "SERVER", "TIME_DIFF", "LOCATION", "TIMESTAMP"].map(String::from);
+            let last = if cutoff.is_some() { "RETENTION" } else { "" };
+            let header = [
+                "CLIENT",
+                "SERVER",
+                "TIME_DIFF",
+                "LOCATION",
+                "TIMESTAMP",
+                last,
+            ]
+            .map(String::from);
             let mut widths = header.clone().map(|h| h.chars().count());
             for row in &table {
                 for (w, cell) in widths.iter_mut().zip(row) {

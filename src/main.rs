@@ -60,6 +60,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: herd::inspect::Format,
+        /// Mark each record expired or not under this retention window (`[store] retain_secs`).
+        #[arg(long, value_name = "SECS")]
+        retain_secs: Option<u64>,
     },
 }
 
@@ -143,6 +146,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             state_dir,
             client,
             format,
+            retain_secs,
         } => {
             herd::logging::init_stderr();
             // inspect reads a scratch copy of the store: keep the copy private too.
@@ -152,6 +156,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 &state_dir,
                 client.as_deref().map(str::as_bytes),
                 format,
+                retain_secs,
                 &mut out,
             )
             .map(|_| ())

@@ -67,7 +67,11 @@ impl Node {
             // future, per source, and shown beside them.
             crate::store::Refusal::Expired => {
                 if let Some(n) = counted.refused(crate::telemetry::Refusal::Expired, from) {
-                    tracing::warn!(source = from.unwrap_or("client"), refused = n, "reports refused as older than the retention window (retain_secs)");
+                    tracing::warn!(
+                        source = from.unwrap_or("client"),
+                        refused = n,
+                        "reports refused as older than the retention window (retain_secs)"
+                    );
                 }
             }
             _ => counted.store_refused(why, from),

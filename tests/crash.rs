@@ -386,8 +386,15 @@ fn a_lone_server_whose_store_cannot_be_opened_salvages_every_readable_record() {
     let aside = std::fs::read_dir(herd.state_dir("Solo"))
         .unwrap()
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with("store.corrupt-"));
-    assert!(aside, "the store that could not be opened is kept for inspection");
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("store.corrupt-")
+        });
+    assert!(
+        aside,
+        "the store that could not be opened is kept for inspection"
+    );
     assert!(
         herd.stderr("Solo").contains("salvaged 300 client records"),
         "{}",

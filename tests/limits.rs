@@ -247,7 +247,9 @@ fn flood_new_clients(herd: &Herd, count: usize, conns: usize, make: fn(usize) ->
             let addr = addr.clone();
             std::thread::spawn(move || {
                 let stream = TcpStream::connect(&addr).unwrap();
-                stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
                 let mut writer = std::io::BufWriter::new(stream.try_clone().unwrap());
                 let sender = std::thread::spawn(move || {
                     for i in c * per..(c + 1) * per {
@@ -301,12 +303,16 @@ fn store_bytes(herd: &Herd) -> u64 {
 fn a_million_new_client_ids_cannot_push_the_store_past_its_record_limit() {
     let herd = node("[store]\nmax_records = 20000\ncache_mib = 16\ndurability = \"os\"\n");
     let before = settled_rss(&herd);
-    let acked = flood_new_clients(&herd, 1_000_000, 4, |i| format!("flood-{i:07}-{}", "x".repeat(80)));
+    let acked = flood_new_clients(&herd, 1_000_000, 4, |i| {
+        format!("flood-{i:07}-{}", "x".repeat(80))
+    });
     // One client, "warm", was stored before the flood.
     assert_eq!(acked, 20_000 - 1, "exactly the record limit is taken");
     // A known client still updates.
     let mut c = Client::connect(&herd.addr("N"));
-    assert!(c.iamat("flood-0000000-".to_owned().as_str(), "+1.0-2.0", &now_ts()).starts_with("? "));
+    assert!(c
+        .iamat("flood-0000000-".to_owned().as_str(), "+1.0-2.0", &now_ts())
+        .starts_with("? "));
     assert!(c.iamat("warm", "+5.0-6.0", &now_ts()).starts_with("AT "));
     let grown = rss_kib(pid(&herd)).saturating_sub(before);
     let disk = store_bytes(&herd);
@@ -314,13 +320,18 @@ fn a_million_new_client_ids_cannot_push_the_store_past_its_record_limit() {
     // sled's cache (16 MiB), the writer's memory of heads (at most 8 MiB of keys) and the
     // memory of lines are the bounded parts; allow the allocator its slack.
     assert!(grown < 96 * 1024, "RSS grew {grown} KiB");
-    assert!(disk < 48 << 20, "store takes {disk} bytes for 20,000 records");
+    assert!(
+        disk < 48 << 20,
+        "store takes {disk} bytes for 20,000 records"
+    );
 }
 
 #[test]
 fn new_clients_are_refused_once_the_store_reaches_its_size_limit() {
     let herd = node("[store]\nmax_store_mib = 8\nmax_client_id_bytes = 2048\n");
-    let acked = flood_new_clients(&herd, 40_000, 2, |i| format!("big-{i:06}-{}", "y".repeat(1500)));
+    let acked = flood_new_clients(&herd, 40_000, 2, |i| {
+        format!("big-{i:06}-{}", "y".repeat(1500))
+    });
     let disk = store_bytes(&herd);
     eprintln!("40,000 new 1.5 KB client IDs: {acked} taken; store {disk} bytes");
     assert!(acked > 1000 && acked < 40_000, "{acked} taken");

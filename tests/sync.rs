@@ -229,7 +229,7 @@ fn a_round_asked_of_a_node_moves_only_the_differences() {
         });
         // Our round now finds nothing to move: a few hundred bytes, no record.
         peer.received.clear();
-        let (mut round, first) = Round::start(&peer.store, 1).unwrap();
+        let (mut round, first) = Round::start(&peer.store, 1, None).unwrap();
         peer.run(first).await;
         let mut bytes = 0;
         while !round.is_done() {

@@ -264,6 +264,16 @@ async fn run_session(
                 }
             }
             Some(event) = questions.recv(), if answering.len() < MAX_JOBS && resume.is_none() => {
+                // A round with retention on compares what both stores hold inside its window:
+                // expire up to its cutoff first (no further than this store's own window).
+                if let (Some(theirs), Some(own)) = (
+                    sync::cutoff_of(event.kind, &event.payload),
+                    store.retention_cutoff(),
+                ) {
+                    if let Err(e) = store.expire(theirs.min(own)).await {
+                        tracing::warn!(peer = %peer, error = %e, "cannot expire before answering a sync round");
+                    }
+                }
                 match answerer.answer(&store, event.kind, event.round, &event.payload) {
                     Ok((more, cost)) => {
                         pace.charge(cost, std::time::Instant::now());
@@ -306,7 +316,13 @@ async fn run_session(
                     None if !store.ready() => next_round = Instant::now() + Duration::from_millis(50),
                     None => {
                         rounds += 1;
-                        match Round::start(&store, rounds) {
+                        let cutoff = store.retention_cutoff();
+                        if let Some(cutoff) = cutoff {
+                            if let Err(e) = store.expire(cutoff).await {
+                                tracing::warn!(peer = %peer, error = %e, "cannot expire before a sync round");
+                            }
+                        }
+                        match Round::start(&store, rounds, cutoff) {
                             Ok((r, first)) => {
                                 tracing::debug!(peer = %peer, round = r.id, "sync round started");
                                 in_round.store(true, Ordering::Relaxed);

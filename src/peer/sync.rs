@@ -147,6 +147,28 @@ enum Query {
         depth: u8,
         groups: Vec<(u64, [[u8; 2]; 4])>,
     },
+    /// The asker's whole store, with retention on: it expired every record older than
+    /// `cutoff` (seconds) before taking the fingerprint, and the answerer does the same before
+    /// comparing, so two stores that expire a moment apart compare what both hold.
+    RootWithin {
+        count: u64,
+        sum: u64,
+        window: u8,
+        cutoff: u64,
+    },
+}
+
+/// The retention cutoff a peer's question carries, if it is the root question of a round
+/// with retention on: the answerer expires up to it (at most as far as its own window says)
+/// before answering.
+pub fn cutoff_of(kind: SyncKind, payload: &[u8]) -> Option<u64> {
+    if kind != SyncKind::Query {
+        return None;
+    }
+    match decode::<Query>(payload) {
+        Ok(Query::RootWithin { cutoff, .. }) => Some(cutoff),
+        _ => None,
+    }
 }
 
 /// What the answerer holds in one range, compared with the asker's fingerprint.
@@ -180,6 +202,10 @@ enum RootAnswer {
     Empty,
     /// The asker had nothing, so the answerer has sent it everything, before this answer.
     Sent,
+    /// The stores differ, but the answerer takes no new clients now (a limit is reached, or
+    /// it cannot write): the asker sends nothing. The answerer's own rounds still fetch the
+    /// updates of the clients it holds.
+    Full,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -370,7 +396,10 @@ impl Answerer {
         };
         match kind {
             SyncKind::Query => match decode::<Query>(payload)? {
-                Query::Root { count, sum, window } => {
+                Query::Root { count, sum, window }
+                | Query::RootWithin {
+                    count, sum, window, ..
+                } => {
                     if window > 3 || count > MAX_COUNT || (count == 0 && sum != 0) {
                         return Err(Violation::Malformed("an impossible root fingerprint"));
                     }
@@ -440,6 +469,10 @@ fn answer_root(
     let mut jobs = Vec::new();
     let answer = if mine == theirs {
         RootAnswer::Same
+    } else if !meter.store.takes_new_clients() {
+        // Whatever the asker would send, this store could not take; it was refused once by
+        // the merge and would be sent again every round.
+        RootAnswer::Full
     } else if mine.count == 0 {
         RootAnswer::Empty
     } else if theirs.count == 0 {
@@ -641,8 +674,13 @@ pub struct Round {
 }
 
 impl Round {
-    /// Starts round `id` against `store`: the first question.
-    pub fn start(store: &Store, id: u64) -> Result<(Round, Vec<Job>), Violation> {
+    /// Starts round `id` against `store`: the first question. With retention on, `cutoff` is
+    /// the one the store has just expired up to; the answerer compares at the same one.
+    pub fn start(
+        store: &Store,
+        id: u64,
+        cutoff: Option<u64>,
+    ) -> Result<(Round, Vec<Job>), Violation> {
         let root = store.fingerprint(Node::ROOT)?;
         let window = (id % 4) as u8;
         let round = Round {
@@ -657,15 +695,20 @@ impl Round {
                 ..RoundStats::default()
             },
         };
-        let line = encode(
-            "Q",
-            id,
-            &Query::Root {
+        let query = match cutoff {
+            None => Query::Root {
                 count: root.count,
                 sum: root.sum,
                 window,
             },
-        );
+            Some(cutoff) => Query::RootWithin {
+                count: root.count,
+                sum: root.sum,
+                window,
+                cutoff,
+            },
+        };
+        let line = encode("Q", id, &query);
         Ok((round, vec![Job::Line(line)]))
     }
 
@@ -694,7 +737,7 @@ impl Round {
         let mut jobs = Vec::new();
         match (open, answer) {
             (Open::Root, Answer::Root(a)) => match a {
-                RootAnswer::Same | RootAnswer::Sent => {}
+                RootAnswer::Same | RootAnswer::Sent | RootAnswer::Full => {}
                 RootAnswer::Descend => self.descend(store, 2, &[0], &mut jobs)?,
                 RootAnswer::Items(theirs) => {
                     self.stats.differing += 1;
@@ -834,7 +877,12 @@ impl Round {
         if theirs.len() > MAX_ITEMS {
             return Err(Violation::Malformed("a list is too long"));
         }
-        let Some(mine) = store.items(node, MAX_MINE)? else {
+        // A store that takes no new clients would refuse those it does not hold, round after
+        // round: it asks only for newer reports of the ones it holds (listing all of its own
+        // here, however many).
+        let full = !store.takes_new_clients();
+        let limit = if full { usize::MAX } else { MAX_MINE };
+        let Some(mine) = store.items(node, limit)? else {
             // Far more here than there: send everything, ask for all of theirs.
             jobs.push(Job::All { node, resume: None });
             self.want(node, theirs.iter().map(|t| t.key).collect());
@@ -858,7 +906,7 @@ impl Round {
                 }
             }
         }
-        for t in &theirs {
+        for t in theirs.iter().filter(|_| !full) {
             if !mine.iter().any(|m| low_key(m.key_hash) == t.key) {
                 want.push(t.key);
             }

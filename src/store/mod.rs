@@ -536,6 +536,14 @@ impl Store {
             .clone()
     }
 
+    /// Whether the store takes reports for clients it does not hold now (no limit reached, and
+    /// it can write).
+    pub fn takes_new_clients(&self) -> bool {
+        let max = self.inner.shared.admission.max_records;
+        let records = self.count().unwrap_or(0);
+        self.health().writable == Writable::Yes && (max == 0 || records < max)
+    }
+
     /// The retention window in seconds (0: off).
     pub fn retain_secs(&self) -> u64 {
         self.inner.shared.admission.retain_secs
@@ -876,6 +884,14 @@ impl Shared {
             Some(head) if head.timestamp < incoming => Some(head.item),
             // No record at all: a new client.
             None if stored.is_none() => {
+                if self.admission.max_records > 0 && !self.leaves.ready() {
+                    // The record limit needs the count, which the build gives: finish it now
+                    // (a write into a bucket not built yet is counted by the build, not here).
+                    while !self.leaves.ready() {
+                        self.build_step(&mut w.mins)?;
+                    }
+                    tracing::info!(store = %self.path.display(), records = self.leaves.total(), "store fingerprints built");
+                }
                 if w.refuses_new_clients(self) {
                     return Ok(Merged::Refused(Refusal::NewClient));
                 }

@@ -47,7 +47,7 @@ pub async fn round(
     let (a, a_name) = asker;
     let (b, b_name) = answerer;
     let mut traffic = Traffic::default();
-    let (mut r, first) = Round::start(a, id)?;
+    let (mut r, first) = Round::start(a, id, None)?;
     let mut to_b: VecDeque<Job> = first.into();
     let mut to_a: VecDeque<Job> = VecDeque::new();
     // The answerer remembers the round, as a link's does: an honest round never repeats a range.

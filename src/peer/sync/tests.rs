@@ -122,7 +122,7 @@ async fn a_liar_is_refused_and_changes_nothing() {
     ready(&[&s]).await;
     let before = lines(&s);
     // An answer to no question, garbage, a range that does not exist, too many ranges.
-    let (mut r, _) = Round::start(&s, 1).unwrap();
+    let (mut r, _) = Round::start(&s, 1, None).unwrap();
     assert!(matches!(
         r.on_answer(&s, 2, b"AAAA"),
         Err(Violation::Unasked(2))
@@ -165,7 +165,7 @@ async fn a_liar_is_refused_and_changes_nothing() {
         assert!(matches!(bad(&q), Err(Violation::Malformed(_))), "{q:?}");
     }
     // An answer that splits forever runs into the deepest range, then is refused.
-    let (mut r, _) = Round::start(&s, 1).unwrap();
+    let (mut r, _) = Round::start(&s, 1, None).unwrap();
     let descend = encode("A", 1, &Answer::Root(RootAnswer::Descend));
     let payload = descend
         .split(|&c| c == b' ')
