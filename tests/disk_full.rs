@@ -16,13 +16,36 @@ use common::*;
 
 const NODE: &str = "Solo";
 
-/// An ext4 image of `mib` MiB mounted at `at`, unmounted on drop.
+/// An ext4 image of `mib` MiB mounted at `at` (or a tmpfs of that size), unmounted on drop.
 struct Image {
     file: PathBuf,
     at: PathBuf,
 }
 
 impl Image {
+    fn tmpfs(at: &Path, mib: u64) -> Image {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test needs root (run it as root, as .ci/run does)"
+        );
+        std::fs::create_dir_all(at).unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+                at.to_str().unwrap(),
+            ],
+        );
+        Image {
+            file: PathBuf::new(),
+            at: at.to_owned(),
+        }
+    }
+
     fn mount(dir: &Path, at: &Path, mib: u64) -> Image {
         assert!(
             unsafe { libc::geteuid() } == 0 && Path::new("/dev/loop-control").exists(),
@@ -101,7 +124,9 @@ fn fs_free(at: &Path) -> u64 {
 impl Drop for Image {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        let _ = std::fs::remove_file(&self.file);
+        if !self.file.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.file);
+        }
     }
 }
 
@@ -199,7 +224,19 @@ fn healthz(addr: &str) -> (u16, String) {
 #[test]
 #[ignore = "needs root and loop devices"]
 fn filling_the_disk_with_new_clients_refuses_them_and_loses_nothing() {
-    let (mut herd, image) = lone_node("min_free_mib = 8", 32);
+    let (herd, image) = lone_node("min_free_mib = 8", 32);
+    fill_and_check(herd, image);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn filling_a_tmpfs_with_new_clients_refuses_them_and_loses_nothing() {
+    let herd = Herd::new(&[NODE], &[], "[store]\nmin_free_mib = 8\n");
+    let image = Image::tmpfs(&herd.state_dir(NODE), 32);
+    fill_and_check(herd, image);
+}
+
+fn fill_and_check(mut herd: Herd, image: Image) {
     herd.start(NODE);
     let acked = fill_with_clients(&herd, 50);
     assert!(acked.len() > 1000, "only {} acknowledged", acked.len());
