@@ -25,6 +25,20 @@
 //!   writer on every write, after being built once at start while the node already serves.
 //! - [`Store::close`] applies everything submitted before it, flushes, and stops the writer; a
 //!   submission after it fails.
+//! - **Admission.** The writer refuses, without writing ([`Merged::Refused`]): client IDs
+//!   longer than `max_client_id_bytes`, reports older than the retention window, new clients
+//!   while a limit is reached (`max_records`, `max_store_mib`, free space below
+//!   `min_free_mib`), and everything while the disk is below its floor (a quarter of it).
+//! - **A failed write is left behind.** After a write or flush fails, the batch is answered
+//!   with errors, the engine is reopened from its files (retried until it opens), and the
+//!   heads, the memory of lines and the fingerprints are rebuilt from what it holds: nothing
+//!   later rests on a write that was not made durable. [`Store::health`] says meanwhile that
+//!   it cannot write.
+//! - **Retention** (`retain_secs`): the writer expires clients older than the window once a
+//!   second, and on [`Store::expire`], keeping per bucket a bound on its oldest timestamp so
+//!   that only buckets that may hold an expired record are scanned.
+//! - Opening never discards what can be read (`files::open_sled`); a store moved aside anyway
+//!   is salvaged ([`salvage`]) before the node serves.
 //! - A store directory is locked (`herd.lock`) while open, so two processes never share it.
 //! - Every engine call is watched: one stuck longer than [`engine::STALL`] is logged, counted
 //!   and the engine is asked to unstall itself.
