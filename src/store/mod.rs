@@ -358,12 +358,24 @@ impl Store {
             Box::new(move || {
                 let files::Opened { db, moved_aside } =
                     files::open_sled(&path, &sled_config, admission.floor)?;
-                if let Some(aside) = moved_aside {
-                    tracing::error!(store = %path.display(), moved_to = %aside.display(), "the reopened store had to be moved aside; its peers refill it");
-                }
                 let tree = db
                     .open_tree(herd_migrations::records_tree(herd_migrations::CURRENT))
                     .map_err(|e| engine::sled_error(&path, "open its records", e))?;
+                if let Some(aside) = moved_aside {
+                    // The writer is reopening (nothing else writes): salvage straight into the
+                    // fresh tree, the newest readable report of each client.
+                    let salvaged = salvage::newest_per_client(&aside)
+                        .map_err(|e| Error::io(format!("salvage {}", aside.display()), e))?;
+                    for report in &salvaged {
+                        let value = codec::encode(&record_of(report, None))
+                            .map_err(|e| Error::store(&path, e))?;
+                        tree.insert(record_key(&report.client), value)
+                            .map_err(|e| engine::sled_error(&path, "write a salvaged record", e))?;
+                    }
+                    db.flush()
+                        .map_err(|e| engine::sled_error(&path, "flush the salvaged records", e))?;
+                    tracing::error!(store = %path.display(), moved_to = %aside.display(), records = salvaged.len(), "the reopened store had to be moved aside; salvaged its readable records");
+                }
                 Ok((db, tree))
             })
         };

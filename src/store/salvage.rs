@@ -38,6 +38,21 @@ pub fn reports_in(dir: &Path) -> std::io::Result<Vec<Report>> {
     Ok(out)
 }
 
+/// The newest readable report of each client under `dir` (by the reports' own precedence, as
+/// newest-wins decides between two reports).
+pub fn newest_per_client(dir: &Path) -> std::io::Result<Vec<Report>> {
+    let mut newest: std::collections::HashMap<Bytes, Report> = std::collections::HashMap::new();
+    for report in reports_in(dir)? {
+        match newest.get(&report.client) {
+            Some(kept) if kept.precedence(&report) != std::cmp::Ordering::Less => {}
+            _ => {
+                newest.insert(report.client.clone(), report);
+            }
+        }
+    }
+    Ok(newest.into_values().collect())
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -153,6 +168,27 @@ mod tests {
         search(&buf, buf.len(), &mut seen, &mut out);
         let got: Vec<&[u8]> = out.iter().map(|r| &r.at_line()[..]).collect();
         assert_eq!(got, vec![&good[..], &other[..]]);
+    }
+
+    #[test]
+    fn the_newest_report_of_each_client_is_kept() {
+        let older = b"AT Bailey +0.500000000 kiwi +1.0-2.0 100.0";
+        let newer = b"AT Bona +0.500000000 kiwi +3.0-4.0 200.0";
+        let other = b"AT Bona +0.500000000 pear +3.0-4.0 50.0";
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for line in [&newer[..], &older[..], &other[..]] {
+            bytes.push(line.len() as u8);
+            bytes.extend_from_slice(line);
+        }
+        std::fs::write(dir.path().join("db"), &bytes).unwrap();
+        let mut kept: Vec<Vec<u8>> = newest_per_client(dir.path())
+            .unwrap()
+            .iter()
+            .map(|r| r.at_line().to_vec())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, vec![newer.to_vec(), other.to_vec()]);
     }
 
     #[test]
