@@ -53,7 +53,7 @@ fn a_peer_that_stops_reading_is_dropped_and_dialled_again() {
     let mut herd = Herd::new(
         &["N", "L"],
         &[("N", "L")],
-        "[peers]\nwrite_timeout_ms = 500\nbackoff_min_ms = 100\nbackoff_max_ms = 200\n",
+        "[store]\nmax_client_id_bytes = 65536\n[peers]\nwrite_timeout_ms = 500\nbackoff_min_ms = 100\nbackoff_max_ms = 200\n",
     );
     herd.start("N");
     let from = herd.log_len("N");

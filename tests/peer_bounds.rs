@@ -14,7 +14,7 @@ fn a_down_links_queue_is_bounded_in_bytes() {
     let mut herd = Herd::new(
         &["N", "L"],
         &[("N", "L")],
-        "[peers]\nqueue_bytes = 1048576\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
+        "[store]\nmax_client_id_bytes = 65536\n[peers]\nqueue_bytes = 1048576\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
     );
     herd.start("N");
     let mut c = Client::connect(&herd.addr("N"));

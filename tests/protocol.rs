@@ -331,9 +331,16 @@ fn each_answer_arrives_whole_to_a_single_read() {
         single_read(&addr, b"WHATSAT nobody 10 5\n"),
         b"? WHATSAT nobody 10 5\n".to_vec()
     );
-    let long = format!("IAMAT {} +1+2 3", "x".repeat(4000));
+    // The longest client ID the default `max_client_id_bytes` takes, and a longer one: both
+    // long answers, each in one piece.
+    let long = format!("IAMAT {} +1+2 3", "x".repeat(1024));
     let answer = single_read(&addr, long.as_bytes());
-    assert_at(&answer, format!("{} +1+2 3", "x".repeat(4000)).as_bytes());
+    assert_at(&answer, format!("{} +1+2 3", "x".repeat(1024)).as_bytes());
+    let longer = format!("IAMAT {} +1+2 3", "x".repeat(4000));
+    assert_eq!(
+        single_read(&addr, longer.as_bytes()),
+        format!("? {longer}\n").into_bytes()
+    );
 }
 
 /// Lines every one of which must be answered `? <line>`, each on the same connection.
