@@ -34,8 +34,15 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<()>;
     /// Removes `key`, if present.
     fn remove(&self, key: &[u8]) -> Result<()>;
-    /// Makes every `put` that returned before this call durable.
+    /// Makes every `put` that returned before this call survive a crash of the process (sled:
+    /// written to its files). Called only by the writer, between writes.
     fn flush(&self) -> Result<()>;
+    /// Makes everything flushed before this call survive a power cut (sled: `fdatasync` of
+    /// its files, `fsync` of their directories). May run on another thread beside writes and
+    /// flushes.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     /// Forgets everything not made durable and reads the store again from what is: after a
     /// write or flush failed, what the engine holds in memory is no longer what its files hold.
     /// Until it succeeds, every call fails.
@@ -159,7 +166,10 @@ impl Engine for SledEngine {
             s.db.flush()
                 .map_err(|e| sled_error(&self.path, "flush", e))
                 .map(drop)
-        })?;
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
         if let Some(files) = &self.files {
             files
                 .lock()
@@ -220,6 +230,8 @@ struct Faults {
     crashed: bool,
     /// Flushes left to fail.
     failing_flushes: u32,
+    /// Syncs left to fail.
+    failing_syncs: u32,
     /// The next call sleeps this long first.
     stall: Option<Duration>,
 }
@@ -227,7 +239,14 @@ struct Faults {
 #[derive(Default)]
 struct Mem {
     live: BTreeMap<Vec<u8>, Value>,
+    /// What a crash of the process keeps: everything flushed.
     durable: BTreeMap<Vec<u8>, Value>,
+    /// What a power cut keeps: everything synced.
+    synced: BTreeMap<Vec<u8>, Value>,
+    /// Syncs wait while this is set.
+    hold_syncs: bool,
+    /// Syncs so far.
+    syncs: u64,
     faults: Faults,
     /// Reads so far.
     gets: u64,
@@ -262,6 +281,34 @@ impl MemEngine {
         self.lock().faults.failing_flushes = n;
     }
 
+    /// The next `n` syncs fail (and keep nothing).
+    pub fn fail_syncs(&self, n: u32) {
+        self.lock().faults.failing_syncs = n;
+    }
+
+    /// While `held`, every sync waits inside the engine (a slow disk, on command).
+    pub fn hold_syncs(&self, held: bool) {
+        self.lock().hold_syncs = held;
+    }
+
+    /// How many syncs have completed.
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    /// The engine a power cut leaves: what was synced, and nothing else.
+    pub fn power_cut(&self) -> MemEngine {
+        let synced = self.lock().synced.clone();
+        MemEngine {
+            mem: Mutex::new(Mem {
+                live: synced.clone(),
+                durable: synced.clone(),
+                synced,
+                ..Mem::default()
+            }),
+        }
+    }
+
     /// The next call of any kind sleeps for `d` inside the engine.
     pub fn stall_next(&self, d: Duration) {
         self.lock().faults.stall = Some(d);
@@ -269,11 +316,15 @@ impl MemEngine {
 
     /// The engine a restart finds: what was flushed, and nothing else.
     pub fn restart(&self) -> MemEngine {
-        let durable = self.lock().durable.clone();
+        let (durable, synced) = {
+            let mem = self.lock();
+            (mem.durable.clone(), mem.synced.clone())
+        };
         MemEngine {
             mem: Mutex::new(Mem {
                 live: durable.clone(),
                 durable,
+                synced,
                 ..Mem::default()
             }),
         }
@@ -383,6 +434,22 @@ impl Engine for MemEngine {
         mem.durable = mem.live.clone();
         Ok(())
     }
+
+    fn sync(&self) -> Result<()> {
+        // What the sync covers is what was flushed when it began.
+        let snapshot = self.enter()?.durable.clone();
+        while self.lock().hold_syncs {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut mem = self.enter()?;
+        if mem.faults.failing_syncs > 0 {
+            mem.faults.failing_syncs -= 1;
+            return Err(Error::store("<memory>", "sync failed (injected)"));
+        }
+        mem.synced = snapshot;
+        mem.syncs += 1;
+        Ok(())
+    }
 }
 
 /// How long one engine call may take before the watchdog reports it.
@@ -476,6 +543,11 @@ impl Watched {
     pub fn flush(&self) -> Result<()> {
         let _slot = self.enter();
         self.engine.flush()
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        let _slot = self.enter();
+        self.engine.sync()
     }
 
     pub fn reopen(&self) -> Result<()> {

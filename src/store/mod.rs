@@ -85,7 +85,7 @@ const MAX_BATCH: usize = 1024;
 /// Buckets built per step of the start-up build, between batches of writes.
 const BUILD_STEP: usize = 256;
 /// How often the writer wakes without work: to check the disk, expire, or retry a reopen.
-const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(100);
 /// How stale the writer's idea of the free space may be.
 const FREE_CHECK: Duration = Duration::from_millis(50);
 /// How stale its idea of the store's size may be (a walk of the few files of sled's directory).
@@ -273,6 +273,8 @@ struct Shared {
     /// Whether the writer flushes on its ticks (`durability = "none"` over an engine without a
     /// flusher of its own).
     flush_on_tick: bool,
+    /// A sync that failed, for the writer to act on (the syncer sets it).
+    sync_failed: Mutex<Option<String>>,
 }
 
 /// See [`Store::on_refused`].
@@ -494,6 +496,7 @@ impl Store {
                 store_bytes: None,
             }),
             flush_on_tick,
+            sync_failed: Mutex::new(None),
         });
         let (queue, rx) = mpsc::channel(QUEUE);
         let every = if flush_on_tick {
@@ -935,7 +938,7 @@ impl Shared {
                 current.map(|c| c.item)
             }
         };
-        w.unflushed = true;
+        w.written();
         self.engine.put(&s.key, std::mem::take(&mut s.value))?;
         self.leaves.replace(s.key_hash, replaced, s.item);
         let bucket = bucket_of(s.key_hash);
@@ -983,7 +986,7 @@ impl Shared {
                     true
                 })?;
             for (key, kh, item) in old {
-                w.unflushed = true;
+                w.written();
                 self.engine.remove(&key)?;
                 self.leaves.remove(kh, item);
                 w.heads.forget(kh, &key);
@@ -1020,24 +1023,32 @@ impl Shared {
         Ok(())
     }
 
-    /// Tells the waiting submitters, and floods what won (once durable as configured).
-    fn complete(&self, done: Vec<Done>) {
-        let hook = self.on_stored.get();
-        for d in done {
-            match (&d.outcome, hook) {
-                (Ok(Merged::Stored), Some(hook)) => hook(&d.report, d.from.as_deref()),
-                (Ok(Merged::Stale), _) => {
-                    if let Some(stale) = self.on_stale.get() {
-                        stale();
-                    }
+    /// Floods a report that won (at once: before the flush and sync its acknowledgement
+    /// waits for), and counts what did not.
+    fn tell(&self, report: &Report, from: Option<&str>, outcome: &Result<Merged>) {
+        match outcome {
+            Ok(Merged::Stored) => {
+                if let Some(hook) = self.on_stored.get() {
+                    hook(report, from);
                 }
-                (Ok(Merged::Refused(why)), _) => {
-                    if let Some(refused) = self.on_refused.get() {
-                        refused(*why, d.from.as_deref());
-                    }
-                }
-                _ => {}
             }
+            Ok(Merged::Stale) => {
+                if let Some(stale) = self.on_stale.get() {
+                    stale();
+                }
+            }
+            Ok(Merged::Refused(why)) => {
+                if let Some(refused) = self.on_refused.get() {
+                    refused(*why, from);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Tells the waiting submitters their outcomes.
+    fn answer(&self, done: Vec<Done>) {
+        for d in done {
             if let Some(reply) = d.reply {
                 let _ = reply.send(d.outcome);
             }
@@ -1052,9 +1063,21 @@ impl Shared {
         }
     }
 
+    /// sled's flush; timed (metrics) unless a sync follows, which is then what is timed.
     fn timed_flush(&self) -> Result<()> {
         let started = Instant::now();
         let result = self.engine.flush();
+        if self.durability != Durability::Flush {
+            if let Some(hook) = self.on_flush.get() {
+                hook(started.elapsed());
+            }
+        }
+        result
+    }
+
+    fn timed_sync(&self) -> Result<()> {
+        let started = Instant::now();
+        let result = self.engine.sync();
         if let Some(hook) = self.on_flush.get() {
             hook(started.elapsed());
         }
@@ -1159,8 +1182,6 @@ impl Heads {
 
 /// One applied submission, waiting to be completed.
 struct Done {
-    report: Report,
-    from: Option<String>,
     reply: Option<oneshot::Sender<Result<Merged>>>,
     outcome: Result<Merged>,
 }
@@ -1189,9 +1210,13 @@ struct Writer {
     expired_at: Instant,
     reopen_at: Instant,
     backoff: Duration,
-    /// Whether anything was written since the last flush that succeeded. A batch that wrote
-    /// nothing after one needs no flush of its own: what its stale answers rest on is durable.
+    /// Whether anything was written since the last flush of the engine.
     unflushed: bool,
+    /// Whether anything was written since the last sync was handed to the syncer, and since
+    /// when: a batch that only peers wait for (none do) is not synced on its own, but no later
+    /// than [`UNSYNCED_MAX`] after.
+    unsynced: Option<Instant>,
+    syncer: Syncer,
 }
 
 /// Whether the writer may write.
@@ -1209,7 +1234,7 @@ enum Mode {
 const MIN_REOPEN_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Writer {
-    fn new() -> Writer {
+    fn new(syncer: Syncer) -> Writer {
         let now = Instant::now();
         Writer {
             heads: Heads::new(),
@@ -1224,7 +1249,46 @@ impl Writer {
             reopen_at: now,
             backoff: MIN_REOPEN_BACKOFF,
             unflushed: false,
+            unsynced: None,
+            syncer,
         }
+    }
+
+    /// Notes a write: it needs a flush, and a sync.
+    fn written(&mut self) {
+        self.unflushed = true;
+        self.unsynced.get_or_insert_with(Instant::now);
+    }
+
+    /// Flushes the engine if anything was written since the last flush, then hands the
+    /// syncer what waits for durability: with `durability = "flush"` a sync if anything was
+    /// written since the last one handed over; the syncer answers in order, so what waits here
+    /// without a sync of its own still waits for the syncs before it.
+    fn commit(
+        &mut self,
+        shared: &Shared,
+        done: Vec<Done>,
+        barriers: Vec<oneshot::Sender<Result<()>>>,
+    ) -> Result<()> {
+        if self.unflushed {
+            if let Err(e) = shared.timed_flush() {
+                tracing::error!(store = %shared.path.display(), error = %e, "store flush failed");
+                shared.fail(done, &e);
+                for barrier in barriers {
+                    let _ = barrier.send(Err(Error::store(&shared.path, format!("flush failed: {e}"))));
+                }
+                return Err(e);
+            }
+            self.unflushed = false;
+        }
+        let sync = shared.durability == Durability::Flush && self.unsynced.take().is_some();
+        self.unsynced = None;
+        self.syncer.send(Commit::Batch {
+            sync,
+            done,
+            barriers,
+        });
+        Ok(())
     }
 
     /// Whether a new client is refused now.
@@ -1340,15 +1404,36 @@ impl Writer {
         self.try_reopen(shared);
     }
 
+    /// Takes a sync failure the syncer reported, if any: the store is broken from here on.
+    fn check_syncs(&mut self, shared: &Shared) {
+        let failed = shared
+            .sync_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(why) = failed {
+            self.broken(shared, &Error::store(&shared.path, why));
+        }
+    }
+
     /// Reopens the engine; on success everything the writer and the store keep in memory about
     /// its contents is rebuilt from what it holds now, so no decision rests on a write whose
     /// flush failed.
     fn try_reopen(&mut self, shared: &Shared) {
+        // No sync may run on the engine being replaced.
+        self.syncer.drain();
         match shared.engine.reopen() {
             Ok(()) => {
+                self.syncer.send(Commit::Reset);
+                shared
+                    .sync_failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
                 self.heads = Heads::new();
                 self.mins.fill(u64::MAX);
                 self.unflushed = false;
+                self.unsynced = None;
                 if let Some(seen) = shared.seen.get() {
                     seen.clear();
                 }
@@ -1370,6 +1455,7 @@ impl Writer {
     /// On a tick: retries a reopen that is due, and expires what retention says (at most every
     /// [`EXPIRE_EVERY`]). Returns whether anything was removed.
     fn on_tick(&mut self, shared: &Shared) -> bool {
+        self.check_syncs(shared);
         if matches!(self.mode, Mode::Broken(_)) {
             if Instant::now() >= self.reopen_at {
                 self.try_reopen(shared);
@@ -1417,7 +1503,7 @@ impl Writer {
 /// queued while one flush ran is applied, and covered by the next, as one batch.
 fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
     let periodic = shared.durability == Durability::None;
-    let mut w = Writer::new();
+    let mut w = Writer::new(Syncer::start(Arc::clone(&shared)));
     w.assess(&shared);
     // Writes applied since the last flush (for the periodic flush of `durability = "none"`).
     let mut dirty = false;
@@ -1444,6 +1530,7 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         };
         let Some(first) = first else { break };
         w.now_secs = Timestamp::now().secs;
+        w.check_syncs(&shared);
         w.assess(&shared);
         let mut batch = Batch::default();
         let mut last = None;
@@ -1468,12 +1555,10 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
                         reply,
                         ..
                     } = *s;
-                    batch.done.push(Done {
-                        report,
-                        from,
-                        reply,
-                        outcome,
-                    });
+                    // Floods as soon as applied: a peer's copy is replication, not the
+                    // acknowledgement, which waits for the sync.
+                    shared.tell(&report, from.as_deref(), &outcome);
+                    batch.done.push(Done { reply, outcome });
                 }
                 Op::Get { client, reply } => {
                     let found = shared
@@ -1510,7 +1595,7 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         if let Mode::Broken(why) = &w.mode {
             // Nothing was written: every outcome is already an error; no flush can succeed.
             let why = Error::store(&shared.path, why);
-            shared.complete(std::mem::take(&mut batch.done));
+            shared.answer(std::mem::take(&mut batch.done));
             for barrier in batch.barriers {
                 let _ = barrier.send(Err(Error::store(
                     &shared.path,
@@ -1519,43 +1604,186 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             }
             continue;
         }
-        let flushed = if periodic {
-            shared.complete(std::mem::take(&mut batch.done));
+        if let Some(why) = failed {
+            // A write failed: nothing of this batch is acknowledged, and the engine is reopened.
+            let e = Error::store(&shared.path, why);
+            shared.fail(std::mem::take(&mut batch.done), &e);
+            for barrier in batch.barriers {
+                let _ = barrier.send(Err(Error::store(&shared.path, format!("not written: {e}"))));
+            }
+            w.broken(&shared, &e);
+            continue;
+        }
+        if periodic {
+            shared.answer(std::mem::take(&mut batch.done));
             let due = tick && dirty && shared.flush_on_tick;
             if due || !batch.barriers.is_empty() || closing.is_some() {
                 dirty = false;
-                finish(&shared, batch)
-            } else {
-                Ok(())
+                w.unflushed = false;
+                w.unsynced = None;
+                if let Err(e) = finish(&shared, batch) {
+                    w.broken(&shared, &e);
+                }
             }
-        } else if w.unflushed {
-            dirty = false;
-            finish(&shared, batch)
-        } else {
-            // Nothing written since the last flush: stale and refused answers, reads and
-            // barriers rest only on what is already durable.
-            dirty = false;
-            shared.complete(batch.done);
-            for barrier in batch.barriers {
-                let _ = barrier.send(Ok(()));
-            }
-            Ok(())
-        };
-        if flushed.is_ok() && !dirty {
-            w.unflushed = false;
+            continue;
         }
-        match (flushed, failed) {
-            (Err(e), _) => w.broken(&shared, &e),
-            (Ok(()), Some(why)) => w.broken(&shared, &Error::store(&shared.path, why)),
-            (Ok(()), None) => {}
+        dirty = false;
+        let waited_for = batch.done.iter().any(|d| d.reply.is_some()) || !batch.barriers.is_empty();
+        let overdue = w.unsynced.is_some_and(|since| since.elapsed() >= UNSYNCED_MAX);
+        if !waited_for && !overdue && closing.is_none() {
+            // Only peers' reports (or reads): their flush and sync come with the next batch
+            // someone waits for, or once they are UNSYNCED_MAX old.
+            shared.answer(batch.done);
+            continue;
+        }
+        if let Err(e) = w.commit(&shared, batch.done, batch.barriers) {
+            w.broken(&shared, &e);
         }
     }
-    // Closing (or every handle dropped): one last flush covers everything applied.
+    // Closing (or every handle dropped): one last flush and sync cover everything applied.
     if !matches!(w.mode, Mode::Broken(_)) {
-        let _ = finish(&shared, Batch::default());
+        w.unflushed = true;
+        w.unsynced.get_or_insert_with(Instant::now);
+        let _ = w.commit(&shared, Vec::new(), Vec::new());
     }
+    w.syncer.stop();
     if let Some(tx) = closing {
         let _ = tx.send(());
+    }
+}
+
+/// The longest a written report that no acknowledgement waits for (a peer's copy, an expiry)
+/// stays unsynced, give or take a writer tick.
+const UNSYNCED_MAX: Duration = Duration::from_millis(100);
+
+/// What the writer hands the syncer, in order.
+enum Commit {
+    /// Sync (if `sync`), then answer: what waits for everything applied before it to be
+    /// durable.
+    Batch {
+        sync: bool,
+        done: Vec<Done>,
+        barriers: Vec<oneshot::Sender<Result<()>>>,
+    },
+    /// Tells the sender once everything before it is done.
+    Drain(std::sync::mpsc::Sender<()>),
+    /// The engine was reopened: syncs may succeed again.
+    Reset,
+}
+
+/// The sync thread: syncs beside the writer, which goes on applying and flooding the next
+/// batch meanwhile (pipelined group commit), and answers each batch once a sync that began
+/// after its flush has completed.
+///
+/// Commits queued while one sync ran share the next one. After a failed sync every later
+/// commit fails too, until the writer has reopened the engine: once a sync has failed, a later
+/// one that succeeds proves nothing about the pages the failed one was to write.
+struct Syncer {
+    tx: Option<std::sync::mpsc::Sender<Commit>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(shared: Arc<Shared>) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("herd-store-sync".into())
+            .spawn(move || run_syncer(&shared, &rx))
+            .expect("start the store sync thread");
+        Syncer {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, commit: Commit) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(commit);
+        }
+    }
+
+    /// Waits until everything handed over is done.
+    fn drain(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Commit::Drain(tx));
+        let _ = rx.recv();
+    }
+
+    /// Finishes what was handed over and stops the thread.
+    fn stop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
+    let mut poisoned: Option<String> = None;
+    let mut next = None;
+    loop {
+        let Some(first) = next.take().or_else(|| rx.recv().ok()) else {
+            return;
+        };
+        let (mut sync, mut done, mut barriers) = match first {
+            Commit::Batch {
+                sync,
+                done,
+                barriers,
+            } => (sync, done, barriers),
+            Commit::Drain(tx) => {
+                let _ = tx.send(());
+                continue;
+            }
+            Commit::Reset => {
+                poisoned = None;
+                continue;
+            }
+        };
+        // Everything queued meanwhile shares this sync.
+        while let Ok(more) = rx.try_recv() {
+            match more {
+                Commit::Batch {
+                    sync: s,
+                    done: d,
+                    barriers: b,
+                } => {
+                    sync |= s;
+                    done.extend(d);
+                    barriers.extend(b);
+                }
+                marker => {
+                    next = Some(marker);
+                    break;
+                }
+            }
+        }
+        let result = match &poisoned {
+            Some(why) => Err(Error::store(
+                &shared.path,
+                format!("not durable: an earlier sync failed ({why})"),
+            )),
+            None if sync => shared.timed_sync(),
+            None => Ok(()),
+        };
+        if let (Err(e), None) = (&result, &poisoned) {
+            tracing::error!(store = %shared.path.display(), error = %e, "store sync failed");
+            poisoned = Some(e.to_string());
+            *shared
+                .sync_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        match &result {
+            Ok(()) => shared.answer(done),
+            Err(e) => shared.fail(done, e),
+        }
+        for barrier in barriers {
+            let _ = barrier.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::store(&shared.path, format!("flush failed: {e}"))),
+            });
+        }
     }
 }
 
@@ -1574,14 +1802,15 @@ fn spawn_ticker(every: Duration, queue: mpsc::WeakSender<Op>) {
     }
 }
 
-/// Flushes once, then completes the batch: floods and answers on success, errors on failure.
+/// Flushes and syncs on the writer, then answers the batch's barriers (`durability =
+/// "none"`, whose answers do not wait).
 fn finish(shared: &Shared, batch: Batch) -> Result<()> {
-    let result = shared.timed_flush();
+    let result = shared.timed_flush().and_then(|()| shared.timed_sync());
     if let Err(e) = &result {
         tracing::error!(store = %shared.path.display(), error = %e, "store flush failed");
     }
     match &result {
-        Ok(()) => shared.complete(batch.done),
+        Ok(()) => shared.answer(batch.done),
         Err(e) => shared.fail(batch.done, e),
     }
     for barrier in batch.barriers {

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::engine::MemEngine;
@@ -493,4 +493,117 @@ async fn retention_refuses_old_reports_and_expires_through_the_writer() {
         Merged::Refused(Refusal::Expired)
     );
     assert!(store.get(b"aging").unwrap().is_none());
+}
+
+/// A store over `engine` whose floods are sent to the returned receiver.
+fn flooding(engine: &Arc<MemEngine>) -> (Store, std::sync::mpsc::Receiver<String>) {
+    let store = Store::with_engine(engine.clone(), Durability::Flush, Duration::from_millis(5));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    store.on_stored(Box::new(move |r: &Report, _| {
+        let _ = tx
+            .lock()
+            .unwrap()
+            .send(String::from_utf8_lossy(r.at_line()).into_owned());
+    }));
+    (store, rx)
+}
+
+#[tokio::test]
+async fn a_report_is_flooded_before_its_sync_and_answered_after_it() {
+    let engine = Arc::new(MemEngine::new());
+    let (store, floods) = flooding(&engine);
+    ready(&store).await;
+    engine.hold_syncs(true);
+    let first = store
+        .submit(report("AT A +0.000000000 kiwi +1+2 1"), None)
+        .await
+        .unwrap();
+    // Flooded while its sync is held open...
+    let flooded = tokio::task::spawn_blocking(move || {
+        let got = floods.recv_timeout(Duration::from_secs(5)).unwrap();
+        (got, floods)
+    })
+    .await
+    .unwrap();
+    assert_eq!(flooded.0, "AT A +0.000000000 kiwi +1+2 1");
+    let floods = flooded.1;
+    // ...and a batch applied while that sync runs is flooded without waiting for it.
+    let second = store
+        .submit(report("AT A +0.000000000 pear +1+2 1"), None)
+        .await
+        .unwrap();
+    let (got, floods) = tokio::task::spawn_blocking(move || {
+        let got = floods.recv_timeout(Duration::from_secs(5)).unwrap();
+        (got, floods)
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, "AT A +0.000000000 pear +1+2 1");
+    drop(floods);
+    // Neither is answered while the sync is held.
+    let mut first = Box::pin(first.outcome());
+    let mut second = Box::pin(second.outcome());
+    tokio::select! {
+        _ = &mut first => panic!("answered before its sync"),
+        _ = &mut second => panic!("answered before its sync"),
+        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+    }
+    assert_eq!(engine.syncs(), 0);
+    engine.hold_syncs(false);
+    assert_eq!(first.await.unwrap(), Merged::Stored);
+    assert_eq!(second.await.unwrap(), Merged::Stored);
+    assert!(engine.syncs() >= 1);
+    // Both survive a power cut now.
+    assert_eq!(engine.power_cut().contents().len(), 2);
+}
+
+#[tokio::test]
+async fn a_stale_answer_waits_for_the_sync_of_what_was_applied_before_it() {
+    let engine = Arc::new(MemEngine::new());
+    let store = Store::with_engine(engine.clone(), Durability::Flush, Duration::from_millis(5));
+    ready(&store).await;
+    // A peer's report at t=5: replication, synced on its own only later.
+    engine.hold_syncs(true);
+    let ticket = store
+        .offer(report("AT B +0.000000000 kiwi +1+2 5"), Some("B"))
+        .await
+        .unwrap();
+    store.wait_applied(ticket).await;
+    // A client's report at t=3 for the same client is stale: its answer rests on t=5, so it
+    // waits for a sync covering t=5.
+    let stale = store
+        .submit(report("AT A +0.000000000 kiwi +1+2 3"), None)
+        .await
+        .unwrap();
+    let mut stale = Box::pin(stale.outcome());
+    tokio::select! {
+        _ = &mut stale => panic!("a stale answer before the sync of the report it rests on"),
+        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+    }
+    // The power goes now: neither is kept, and the client was not answered.
+    assert!(engine.power_cut().contents().is_empty());
+    engine.hold_syncs(false);
+    assert_eq!(stale.await.unwrap(), Merged::Stale);
+    let after = engine.power_cut();
+    assert_eq!(after.contents().len(), 1, "t=5 is synced before the stale answer");
+}
+
+#[tokio::test]
+async fn a_peers_copy_is_synced_within_its_bound_without_an_answer_waiting() {
+    let engine = Arc::new(MemEngine::new());
+    let store = Store::with_engine(engine.clone(), Durability::Flush, Duration::from_millis(5));
+    ready(&store).await;
+    let ticket = store
+        .offer(report("AT B +0.000000000 kiwi +1+2 5"), Some("B"))
+        .await
+        .unwrap();
+    store.wait_applied(ticket).await;
+    for _ in 0..200 {
+        if engine.power_cut().contents().len() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("a peer's copy was never synced");
 }
