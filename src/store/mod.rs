@@ -1275,7 +1275,10 @@ impl Writer {
                 tracing::error!(store = %shared.path.display(), error = %e, "store flush failed");
                 shared.fail(done, &e);
                 for barrier in barriers {
-                    let _ = barrier.send(Err(Error::store(&shared.path, format!("flush failed: {e}"))));
+                    let _ = barrier.send(Err(Error::store(
+                        &shared.path,
+                        format!("flush failed: {e}"),
+                    )));
                 }
                 return Err(e);
             }
@@ -1629,7 +1632,9 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         }
         dirty = false;
         let waited_for = batch.done.iter().any(|d| d.reply.is_some()) || !batch.barriers.is_empty();
-        let overdue = w.unsynced.is_some_and(|since| since.elapsed() >= UNSYNCED_MAX);
+        let overdue = w
+            .unsynced
+            .is_some_and(|since| since.elapsed() >= UNSYNCED_MAX);
         if !waited_for && !overdue && closing.is_none() {
             // Only peers' reports (or reads): their flush and sync come with the next batch
             // someone waits for, or once they are UNSYNCED_MAX old.
@@ -1769,10 +1774,7 @@ fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
         if let (Err(e), None) = (&result, &poisoned) {
             tracing::error!(store = %shared.path.display(), error = %e, "store sync failed");
             poisoned = Some(e.to_string());
-            *shared
-                .sync_failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            *shared.sync_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
         match &result {
             Ok(()) => shared.answer(done),

@@ -586,7 +586,11 @@ async fn a_stale_answer_waits_for_the_sync_of_what_was_applied_before_it() {
     engine.hold_syncs(false);
     assert_eq!(stale.await.unwrap(), Merged::Stale);
     let after = engine.power_cut();
-    assert_eq!(after.contents().len(), 1, "t=5 is synced before the stale answer");
+    assert_eq!(
+        after.contents().len(),
+        1,
+        "t=5 is synced before the stale answer"
+    );
 }
 
 #[tokio::test]

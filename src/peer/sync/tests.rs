@@ -560,3 +560,41 @@ async fn run_scenario(text: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_peers_unsynced_copy_lost_in_a_power_cut_is_repaired_by_the_next_round() {
+    // A answered its client (synced); B applied A's flood but lost power before syncing it.
+    let a = store();
+    let b_engine = Arc::new(MemEngine::new());
+    let b = Store::with_engine(
+        b_engine.clone(),
+        Durability::Flush,
+        Duration::from_millis(5),
+    );
+    ready(&[&a, &b]).await;
+    let line = "AT A +0.000000000 kiwi +1+2 7";
+    assert_eq!(
+        a.merge(report(line), None).await.unwrap(),
+        crate::store::Merged::Stored
+    );
+    b_engine.hold_syncs(true);
+    let ticket = b.offer(report(line), Some("A")).await.unwrap();
+    b.wait_applied(ticket).await;
+    assert!(b.get(b"kiwi").unwrap().is_some(), "B applied the flood");
+    let cut = Arc::new(b_engine.power_cut());
+    b_engine.hold_syncs(false);
+    assert!(
+        cut.contents().is_empty(),
+        "the unsynced copy is gone with the power"
+    );
+    let b = Store::with_engine(cut, Durability::Flush, Duration::from_millis(5));
+    ready(&[&b]).await;
+    // The next round of either side brings it back.
+    round((&b, "B"), (&a, "A"), 1, &mut |_| Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        &b.get(b"kiwi").unwrap().unwrap().report.at_line()[..],
+        line.as_bytes()
+    );
+}
