@@ -19,10 +19,10 @@
 //!   older than a second: the kernel stamps it from a coarse clock) and nothing but the log
 //!   changed in it at the last listing.
 //!
-//! `SledEngine::sync` (`src/store/engine.rs`) runs it, on the store's sync thread, after sled's flush when
-//! `durability = "flush"`; the flusher thread flushes once per group commit and at shutdown,
-//! so one sync covers every batch waiting. With `durability = "os"` it does not run, which is
-//! what `tests/power_loss.rs` shows losing answered reports. [`sync_store_files`] syncs
+//! `SledEngine::sync` (`src/store/engine.rs`) runs it on the store's sync thread when
+//! `durability = "flush"`, after the writer's flush of sled, once for every group of batches
+//! waiting, and at shutdown. With `durability = "os"` it does not run, which is what
+//! `tests/power_loss.rs` shows losing answered reports. [`sync_store_files`] syncs
 //! everything, remembering nothing.
 
 use std::collections::BTreeMap;
