@@ -316,3 +316,50 @@ fn a_round_the_peer_never_answers_drops_the_link() {
     );
     assert!(herd.ask("N", b"IAMAT after +1+2 2\n").starts_with(b"AT N "));
 }
+
+#[test]
+fn an_empty_node_asked_by_a_peer_with_records_pulls_them_once_before_it_answers() {
+    let mut herd = Herd::new(
+        &["N", "L"],
+        &[("N", "L")],
+        "[peers]\nsync_interval_secs = 3600\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n",
+    );
+    herd.start("N");
+    runtime().block_on(async {
+        // At link-up both stores are empty: N's round finds them equal.
+        let mut peer = Peer::link(&herd, "N", "L").await;
+        let first = peer.step(None).await;
+        assert!(first.starts_with("SYNC Q 1 "), "{first}");
+        eventually(Duration::from_secs(5), "N's first round to end", || {
+            herd.log("N").contains("sync done")
+        });
+        // Later, we hold 300 records N never saw, and ask: N, empty and with no round of its
+        // own running, asks us first (we send everything, then `Sent`)...
+        let mut at = Vec::new();
+        for i in 0..300 {
+            let line = format!("AT L +0.000000000 later{i} +1+2 {}", 100 + i);
+            let report = herd::report::Report::from_at_fields(&fields(&line)).unwrap();
+            peer.store.merge(report, None).await.unwrap();
+            at.push(line);
+        }
+        let (mut round, question) = Round::start(&peer.store, 1, None).unwrap();
+        peer.run(question).await;
+        let next = peer.step(Some(&mut round)).await;
+        assert!(
+            next.starts_with("SYNC Q 2 "),
+            "N answered before pulling: {next}"
+        );
+        // ...and then answers our question from a store that holds them all: no difference,
+        // and no record sent back.
+        while !round.is_done() {
+            peer.step(Some(&mut round)).await;
+        }
+        assert_eq!(round.stats.differing, 0, "{:?}", peer.sync_lines);
+        assert_eq!(round.stats.questions, 1, "{:?}", peer.sync_lines);
+        assert!(peer.received.is_empty(), "{:?}", peer.received);
+        for line in [&at[0], &at[299]] {
+            let client = line.split(' ').nth(3).unwrap();
+            assert_eq!(herd.at_line("N", client).as_deref(), Some(line.as_str()));
+        }
+    });
+}

@@ -14,6 +14,12 @@
 //! allow ([`sync::Pace`]), and a peer asked past that waits, while this side's own round and
 //! the flooded reports go on at full speed. A question that repeats a range of its round, or
 //! names a range that cannot exist, drops the link (`herd_sync_violations_total`).
+//!
+//! An empty store is refilled once: a root question from a peer that holds records, arriving
+//! while this side's own round asked with no record (or while this side holds nothing and
+//! runs no round: it starts one), waits until that round's answer has come and every record
+//! sent before it has been applied. The peer sends everything once, ahead of that answer, and
+//! its own question then finds the stores equal.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +42,7 @@ use crate::node::Node;
 use crate::protocol::frame::Frame;
 use crate::protocol::number::Timestamp;
 use crate::protocol::request::{parse, PeerLine, Request, SyncKind};
+use crate::store::{Store, Ticket};
 use crate::telemetry::Refusal;
 
 /// What the reader hands the writer: a sync message of the peer's.
@@ -43,6 +50,8 @@ struct Event {
     kind: SyncKind,
     round: u64,
     payload: Bytes,
+    /// The last record from the peer the reader queued for the store before this message.
+    after: Option<Ticket>,
 }
 
 /// The reader's two queues to the writer: the peer's questions (served at a bounded rate)
@@ -222,6 +231,10 @@ async fn run_session(
     );
     let mut paced_logged = false;
     let mut buf = Vec::with_capacity(64 * 1024);
+    // A root question of the peer's that waits for this side's refill, and the last record of
+    // the refill still to be applied (with how long to wait for it at most).
+    let mut held: Option<Event> = None;
+    let mut applying: Option<(Ticket, Instant)> = None;
 
     let end = 'session: loop {
         buf.clear();
@@ -231,6 +244,17 @@ async fn run_session(
             paced_logged = true;
             tracing::info!(peer = %peer, ranges_per_sec = cfg.sync_ranges_per_sec, records_per_sec = cfg.sync_records_per_sec, "pacing the peer's sync questions");
         }
+        let refilling = applying.is_some() || round.as_ref().is_some_and(Round::awaits_everything);
+        let waiting = applying;
+        let store_ref = &store;
+        let applied = async move {
+            match waiting {
+                Some((last, until)) => {
+                    let _ = tokio::time::timeout_at(until, store_ref.wait_applied(last)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break 'session End::Shutdown,
             Some(next) = inbox.inbound.recv() => {
@@ -255,6 +279,11 @@ async fn run_session(
                     Ok(more) => own.extend(more),
                     Err(v) => violation = Some(v),
                 }
+                // The answer to a root question that claimed no record: everything the peer
+                // sent came before it; a held question waits until that is applied.
+                if refilling && !round.as_ref().is_some_and(Round::awaits_everything) {
+                    applying = event.after.map(|last| (last, Instant::now() + round_deadline));
+                }
                 if let Some(r) = round.as_ref().filter(|r| r.is_done()) {
                     tracing::info!(peer = %peer, round = r.id, differing = r.stats.differing, wanted = r.stats.wanted, questions = r.stats.questions, "sync done");
                     in_round.store(false, Ordering::Relaxed);
@@ -263,23 +292,32 @@ async fn run_session(
                     next_round = Instant::now() + sync_every;
                 }
             }
-            Some(event) = questions.recv(), if answering.len() < MAX_JOBS && resume.is_none() => {
-                // A round with retention on compares what both stores hold inside its window:
-                // expire up to its cutoff first (no further than this store's own window).
-                if let (Some(theirs), Some(own)) = (
-                    sync::cutoff_of(event.kind, &event.payload),
-                    store.retention_cutoff(),
-                ) {
-                    if let Err(e) = store.expire(theirs.min(own)).await {
-                        tracing::warn!(peer = %peer, error = %e, "cannot expire before answering a sync round");
+            Some(event) = questions.recv(), if held.is_none() && answering.len() < MAX_JOBS && resume.is_none() => {
+                // A peer holding records asks a store that holds none, or is being refilled:
+                // this side pulls everything with a round of its own (starting one if none
+                // runs), and answers once it holds it, so the records cross once.
+                let from_full = sync::root_count(event.kind, &event.payload).is_some_and(|n| n > 0)
+                    && store.takes_new_clients();
+                if from_full && refilling {
+                    held = Some(event);
+                } else if from_full && round.is_none() && store.count() == Some(0) {
+                    rounds += 1;
+                    if let Some((r, first)) = start_round(&peer, &store, rounds).await {
+                        tracing::info!(peer = %peer, round = r.id, "this store is empty: pulling everything before answering the peer's round");
+                        in_round.store(true, Ordering::Relaxed);
+                        own.extend(first);
+                        round = Some(r);
+                        next_round = Instant::now() + Duration::from_secs(1);
                     }
+                    held = Some(event);
+                } else {
+                    violation = serve(&peer, &store, &mut answerer, &mut pace, &mut answering, event).await;
                 }
-                match answerer.answer(&store, event.kind, event.round, &event.payload) {
-                    Ok((more, cost)) => {
-                        pace.charge(cost, std::time::Instant::now());
-                        answering.extend(more);
-                    }
-                    Err(v) => violation = Some(v),
+            }
+            _ = applied => applying = None,
+            _ = std::future::ready(()), if held.is_some() && !refilling && answering.len() < MAX_JOBS && resume.is_none() => {
+                if let Some(event) = held.take() {
+                    violation = serve(&peer, &store, &mut answerer, &mut pace, &mut answering, event).await;
                 }
             }
             Some(line) = inbox.queue.recv() => {
@@ -316,24 +354,14 @@ async fn run_session(
                     None if !store.ready() => next_round = Instant::now() + Duration::from_millis(50),
                     None => {
                         rounds += 1;
-                        let cutoff = store.retention_cutoff();
-                        if let Some(cutoff) = cutoff {
-                            if let Err(e) = store.expire(cutoff).await {
-                                tracing::warn!(peer = %peer, error = %e, "cannot expire before a sync round");
-                            }
-                        }
-                        match Round::start(&store, rounds, cutoff) {
-                            Ok((r, first)) => {
-                                tracing::debug!(peer = %peer, round = r.id, "sync round started");
+                        match start_round(&peer, &store, rounds).await {
+                            Some((r, first)) => {
                                 in_round.store(true, Ordering::Relaxed);
                                 own.extend(first);
                                 round = Some(r);
                                 next_round = Instant::now() + Duration::from_secs(1);
                             }
-                            Err(e) => {
-                                tracing::error!(peer = %peer, error = %e, "cannot start a sync round");
-                                next_round = Instant::now() + sync_every;
-                            }
+                            None => next_round = Instant::now() + sync_every,
                         }
                     }
                 }
@@ -357,6 +385,56 @@ async fn run_session(
     };
     reader_task.abort();
     end
+}
+
+/// Starts this side's round `id`: with retention on, expires first; returns the round and its
+/// first question, or `None` (logged) if the store cannot be read.
+async fn start_round(peer: &str, store: &Store, id: u64) -> Option<(Round, Vec<Job>)> {
+    let cutoff = store.retention_cutoff();
+    if let Some(cutoff) = cutoff {
+        if let Err(e) = store.expire(cutoff).await {
+            tracing::warn!(peer, error = %e, "cannot expire before a sync round");
+        }
+    }
+    match Round::start(store, id, cutoff) {
+        Ok((r, first)) => {
+            tracing::debug!(peer, round = r.id, "sync round started");
+            Some((r, first))
+        }
+        Err(e) => {
+            tracing::error!(peer, error = %e, "cannot start a sync round");
+            None
+        }
+    }
+}
+
+/// Answers one question of the peer's: its jobs go to `answering`, its cost to `pace`.
+async fn serve(
+    peer: &str,
+    store: &Store,
+    answerer: &mut Answerer,
+    pace: &mut Pace,
+    answering: &mut VecDeque<Job>,
+    event: Event,
+) -> Option<sync::Violation> {
+    // A round with retention on compares what both stores hold inside its window: expire up
+    // to its cutoff first (no further than this store's own window).
+    if let (Some(theirs), Some(own)) = (
+        sync::cutoff_of(event.kind, &event.payload),
+        store.retention_cutoff(),
+    ) {
+        if let Err(e) = store.expire(theirs.min(own)).await {
+            tracing::warn!(peer, error = %e, "cannot expire before answering a sync round");
+        }
+    }
+    match answerer.answer(store, event.kind, event.round, &event.payload) {
+        Ok((more, cost)) => {
+            pace.charge(cost, std::time::Instant::now());
+            answering.extend(more);
+            None
+        }
+        Err(v) => Some(v),
+    }
 }
 
 /// Runs one bounded step of the oldest of `jobs` into `buf`; returns the records it read.
@@ -406,6 +484,7 @@ async fn read_peer(
 ) -> String {
     let store = node.store();
     let telemetry = node.telemetry().clone();
+    let mut queued: Option<Ticket> = None;
     loop {
         let line = match reader.next().await {
             Some(Ok(Frame::Line(line))) => line,
@@ -449,8 +528,11 @@ async fn read_peer(
                     continue;
                 }
                 // Waits for room in the store's queue: a flooding peer is held back by TCP.
-                if let Err(e) = store.offer(report, Some(&peer)).await {
-                    tracing::error!(peer = %peer, error = %e, "cannot store a report from a peer");
+                match store.offer(report, Some(&peer)).await {
+                    Ok(ticket) => queued = Some(ticket),
+                    Err(e) => {
+                        tracing::error!(peer = %peer, error = %e, "cannot store a report from a peer")
+                    }
                 }
             }
             Request::Peer(PeerLine::Sync {
@@ -462,6 +544,7 @@ async fn read_peer(
                     kind,
                     round,
                     payload,
+                    after: queued,
                 };
                 let queue = match kind {
                     SyncKind::Answer => &to_writer.answers,

@@ -171,6 +171,19 @@ pub fn cutoff_of(kind: SyncKind, payload: &[u8]) -> Option<u64> {
     }
 }
 
+/// The record count a peer's question claims for its whole store, if it is the root question
+/// of a round: a peer that holds records, asking a store that holds none, is refilled by
+/// this side's own round instead (see `docs/sync.md`, "Refilling an empty store").
+pub fn root_count(kind: SyncKind, payload: &[u8]) -> Option<u64> {
+    if kind != SyncKind::Query {
+        return None;
+    }
+    match decode::<Query>(payload) {
+        Ok(Query::Root { count, .. } | Query::RootWithin { count, .. }) => Some(count),
+        _ => None,
+    }
+}
+
 /// What the answerer holds in one range, compared with the asker's fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -670,6 +683,8 @@ pub struct Round {
     budget: u64,
     /// Records to ask for, sent as one W at the end of handling an answer.
     wanting: Want,
+    /// Whether the root question claimed no record: the answerer sends everything it holds.
+    from_empty: bool,
     pub stats: RoundStats,
 }
 
@@ -690,6 +705,7 @@ impl Round {
             started: Instant::now(),
             budget: 1_000_000 + 2 * root.count,
             wanting: Want::default(),
+            from_empty: root.count == 0,
             stats: RoundStats {
                 questions: 1,
                 ..RoundStats::default()
@@ -715,6 +731,12 @@ impl Round {
     /// Whether every question has been answered.
     pub fn is_done(&self) -> bool {
         self.open.is_empty()
+    }
+
+    /// Whether this round asked with no record and its root question is still open: the
+    /// answerer is sending (or about to send) everything it holds, ahead of its answer.
+    pub fn awaits_everything(&self) -> bool {
+        self.from_empty && matches!(self.open.front(), Some(Open::Root))
     }
 
     /// Whether the round has run longer than `deadline`.
