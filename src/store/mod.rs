@@ -1423,8 +1423,6 @@ impl Writer {
     /// its contents is rebuilt from what it holds now, so no decision rests on a write whose
     /// flush failed.
     fn try_reopen(&mut self, shared: &Shared) {
-        // No sync may run on the engine being replaced.
-        self.syncer.drain();
         match shared.engine.reopen() {
             Ok(()) => {
                 self.syncer.send(Commit::Reset);
@@ -1651,7 +1649,6 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         w.unsynced.get_or_insert_with(Instant::now);
         let _ = w.commit(&shared, Vec::new(), Vec::new());
     }
-    w.syncer.stop();
     if let Some(tx) = closing {
         let _ = tx.send(());
     }
@@ -1670,100 +1667,46 @@ enum Commit {
         done: Vec<Done>,
         barriers: Vec<oneshot::Sender<Result<()>>>,
     },
-    /// Tells the sender once everything before it is done.
-    Drain(std::sync::mpsc::Sender<()>),
     /// The engine was reopened: syncs may succeed again.
     Reset,
 }
 
-/// The sync thread: syncs beside the writer, which goes on applying and flooding the next
-/// batch meanwhile (pipelined group commit), and answers each batch once a sync that began
-/// after its flush has completed.
+/// Syncs a batch (the `fdatasync` of `durability = "flush"`) and answers it, on the writer,
+/// after sled's flush: the batch's reports were flooded before, as they were applied.
 ///
-/// Commits queued while one sync ran share the next one. After a failed sync every later
-/// commit fails too, until the writer has reopened the engine: once a sync has failed, a later
-/// one that succeeds proves nothing about the pages the failed one was to write.
+/// The sync runs on the writer, not beside it: with sled 0.34, an `fdatasync` of sled's log
+/// running beside the writer's next inserts and flush was seen to leave sled's flush waiting
+/// forever (its I/O pool stuck behind flushes waiting for a buffer it never wrote). After a
+/// failed sync every later commit fails too, until the writer has reopened the engine: once a
+/// sync has failed, a later one that succeeds proves nothing about the pages the failed one was
+/// to write.
 struct Syncer {
-    tx: Option<std::sync::mpsc::Sender<Commit>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    poisoned: Option<String>,
 }
 
 impl Syncer {
     fn start(shared: Arc<Shared>) -> Syncer {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("herd-store-sync".into())
-            .spawn(move || run_syncer(&shared, &rx))
-            .expect("start the store sync thread");
         Syncer {
-            tx: Some(tx),
-            thread: Some(thread),
+            shared,
+            poisoned: None,
         }
     }
 
-    fn send(&self, commit: Commit) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(commit);
-        }
-    }
-
-    /// Waits until everything handed over is done.
-    fn drain(&self) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.send(Commit::Drain(tx));
-        let _ = rx.recv();
-    }
-
-    /// Finishes what was handed over and stops the thread.
-    fn stop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
-    let mut poisoned: Option<String> = None;
-    let mut next = None;
-    loop {
-        let Some(first) = next.take().or_else(|| rx.recv().ok()) else {
-            return;
-        };
-        let (mut sync, mut done, mut barriers) = match first {
+    fn send(&mut self, commit: Commit) {
+        let shared = &self.shared;
+        let (sync, done, barriers) = match commit {
             Commit::Batch {
                 sync,
                 done,
                 barriers,
             } => (sync, done, barriers),
-            Commit::Drain(tx) => {
-                let _ = tx.send(());
-                continue;
-            }
             Commit::Reset => {
-                poisoned = None;
-                continue;
+                self.poisoned = None;
+                return;
             }
         };
-        // Everything queued meanwhile shares this sync.
-        while let Ok(more) = rx.try_recv() {
-            match more {
-                Commit::Batch {
-                    sync: s,
-                    done: d,
-                    barriers: b,
-                } => {
-                    sync |= s;
-                    done.extend(d);
-                    barriers.extend(b);
-                }
-                marker => {
-                    next = Some(marker);
-                    break;
-                }
-            }
-        }
-        let result = match &poisoned {
+        let result = match &self.poisoned {
             Some(why) => Err(Error::store(
                 &shared.path,
                 format!("not durable: an earlier sync failed ({why})"),
@@ -1771,9 +1714,9 @@ fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
             None if sync => shared.timed_sync(),
             None => Ok(()),
         };
-        if let (Err(e), None) = (&result, &poisoned) {
+        if let (Err(e), None) = (&result, &self.poisoned) {
             tracing::error!(store = %shared.path.display(), error = %e, "store sync failed");
-            poisoned = Some(e.to_string());
+            self.poisoned = Some(e.to_string());
             *shared.sync_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
         match &result {
