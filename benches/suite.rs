@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench suite                  # everything (~3 min)
 //!     cargo bench --bench suite -- serve         # only the load sections
+//!     cargo bench --bench suite -- classic       # only the classic workload
 //!     cargo bench --bench suite -- flood         # only the two-hop flood latency
 //!     cargo bench --bench suite -- graders       # the graders' scenario under a busy core
 //!     cargo bench --bench suite -- reconcile     # only anti-entropy and restart
@@ -99,6 +100,10 @@ fn main() {
     let wants = |s: &str| which.is_empty() || which.iter().any(|w| w == s);
     if wants("serve") {
         serve_section();
+    }
+    if wants("serve") || which.iter().any(|w| w == "classic") {
+        println!();
+        classic_section();
     }
     if wants("flood") {
         println!();
@@ -460,8 +465,11 @@ fn serve_section() {
         }
     }
     table(&rows);
+}
 
-    println!();
+fn classic_section() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
     println!("The classic workload: a new connection for every request, 64 at a time.");
     println!();
     let classic = ["--mode", "iamat", "--connect-each"];
