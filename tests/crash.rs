@@ -340,14 +340,7 @@ fn a_server_whose_store_was_overwritten_with_garbage_comes_up_and_refills() {
         "the store moved aside, logged",
         || herd.log("B").contains("moved aside"),
     );
-    let aside = std::fs::read_dir(herd.state_dir("B"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("store.corrupt-")
-        });
+    let aside = kept_aside(&herd, "B");
     assert!(aside, "the corrupt store must be kept for inspection");
 }
 
@@ -383,14 +376,7 @@ fn a_lone_server_whose_store_cannot_be_opened_salvages_every_readable_record() {
             "client {i} after salvage"
         );
     }
-    let aside = std::fs::read_dir(herd.state_dir("Solo"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("store.corrupt-")
-        });
+    let aside = kept_aside(&herd, "Solo");
     assert!(
         aside,
         "the store that could not be opened is kept for inspection"
@@ -400,6 +386,18 @@ fn a_lone_server_whose_store_cannot_be_opened_salvages_every_readable_record() {
         "{}",
         herd.stderr("Solo")
     );
+}
+
+/// Whether `name`'s state directory holds a store moved aside (`store.corrupt-*`).
+fn kept_aside(herd: &Herd, name: &str) -> bool {
+    std::fs::read_dir(herd.state_dir(name))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("store.corrupt-")
+        })
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

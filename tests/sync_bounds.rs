@@ -127,8 +127,9 @@ impl Drain {
 
 const RECORDS: usize = 40_000;
 
-#[test]
-fn a_peer_asking_to_scan_the_whole_store_round_after_round_costs_bounded_cpu() {
+/// Node N with RECORDS records (filled through F), linked to L, which the test plays; and
+/// N's admin address.
+fn filled_node() -> (Herd, String) {
     let (admin, admins) = admin_table(&["N"]);
     let mut herd = Herd::new(
         &["N", "L", "F"],
@@ -136,8 +137,14 @@ fn a_peer_asking_to_scan_the_whole_store_round_after_round_costs_bounded_cpu() {
         &format!("[store]\ndurability = \"none\"\n[peers]\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n{admin}"),
     );
     herd.start("N");
-    let admin = &admins["N"];
-    fill(&herd, admin, "N", "F", RECORDS);
+    let admin = admins["N"].clone();
+    fill(&herd, &admin, "N", "F", RECORDS);
+    (herd, admin)
+}
+
+#[test]
+fn a_peer_asking_to_scan_the_whole_store_round_after_round_costs_bounded_cpu() {
+    let (herd, _admin) = filled_node();
     let pid = herd.nodes["N"].child.id();
 
     // Each question is a round of its own (so none repeats a range of its round) and wants
@@ -199,15 +206,8 @@ fn a_peer_asking_to_scan_the_whole_store_round_after_round_costs_bounded_cpu() {
 
 #[test]
 fn a_peer_that_repeats_a_range_within_a_round_or_names_an_impossible_one_is_dropped() {
-    let (admin, admins) = admin_table(&["N"]);
-    let mut herd = Herd::new(
-        &["N", "L", "F"],
-        &[("N", "L"), ("N", "F")],
-        &format!("[store]\ndurability = \"none\"\n[peers]\nbackoff_min_ms = 5000\nbackoff_max_ms = 5000\n{admin}"),
-    );
-    herd.start("N");
-    let admin = &admins["N"];
-    fill(&herd, admin, "N", "F", RECORDS);
+    let (herd, admin) = filled_node();
+    let admin = &admin;
     let pid = herd.nodes["N"].child.id();
     let repeated = "herd_sync_violations_total{kind=\"repeated\",peer=\"L\"}";
     let malformed = "herd_sync_violations_total{kind=\"malformed\",peer=\"L\"}";

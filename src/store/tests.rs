@@ -43,19 +43,24 @@ async fn newest_wins_and_a_stale_report_costs_no_write() {
     assert_eq!(store.get(b"kiwi").unwrap().unwrap().report, new);
 }
 
-#[tokio::test]
-async fn an_acknowledged_report_survives_a_crash_and_an_unflushed_one_does_not_pretend() {
-    let (engine, store) = mem(Durability::Flush);
+/// Stores `kept`, then crashes the engine on the write of `lost`, whose submitter is told,
+/// not acknowledged.
+async fn keep_one_lose_one(engine: &MemEngine, store: &Store) {
     store
         .merge(report("AT A +0.000000000 kept +1+2 1"), None)
         .await
         .unwrap();
-    // The next write is cut off by a crash: its submitter is told, not acknowledged.
     engine.crash_after(0);
     assert!(store
         .merge(report("AT A +0.000000000 lost +1+2 1"), None)
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn an_acknowledged_report_survives_a_crash_and_an_unflushed_one_does_not_pretend() {
+    let (engine, store) = mem(Durability::Flush);
+    keep_one_lose_one(&engine, &store).await;
     let restarted = Store::with_engine(
         Arc::new(engine.restart()),
         Durability::Flush,
@@ -387,15 +392,7 @@ async fn after_a_failed_flush_an_older_report_is_decided_on_what_the_store_holds
 #[tokio::test]
 async fn a_crashed_engine_is_reopened_and_takes_reports_again() {
     let (engine, store) = mem(Durability::Flush);
-    store
-        .merge(report("AT A +0.000000000 kept +1+2 1"), None)
-        .await
-        .unwrap();
-    engine.crash_after(0);
-    assert!(store
-        .merge(report("AT A +0.000000000 lost +1+2 1"), None)
-        .await
-        .is_err());
+    keep_one_lose_one(&engine, &store).await;
     assert_eq!(
         store
             .merge(report("AT A +0.000000000 after +1+2 1"), None)
