@@ -17,8 +17,10 @@ use base64::Engine as _;
 use common::*;
 
 /// Fills `to` with `n` records sent as AT lines over a peer link from `as_peer`, and waits
-/// until its store counts them. (The tests then speak as other peers: a second connection
-/// claiming `as_peer` could find this one not yet gone, and be refused.)
+/// until its store counts them and has flooded them: `herd_records` counts a record once it is
+/// written, but its report is counted stored and queued for the other links only after the
+/// rest of its batch. (The tests then speak as other peers: a second connection claiming
+/// `as_peer` could find this one not yet gone, and be refused.)
 fn fill(herd: &Herd, admin: &str, to: &str, as_peer: &str, n: usize) {
     let mut link = herd.link_as(to, as_peer);
     let mut lines = String::with_capacity(n * 48);
@@ -32,6 +34,11 @@ fn fill(herd: &Herd, admin: &str, to: &str, as_peer: &str, n: usize) {
         Duration::from_secs(120),
         &format!("{n} records at {to}"),
         || metric(admin, "herd_records") == n as f64,
+    );
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} reports flooded from {to}"),
+        || metric(admin, "herd_reports_total{outcome=\"stored\"}") == n as f64,
     );
 }
 
