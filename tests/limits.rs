@@ -301,7 +301,11 @@ fn store_bytes(herd: &Herd) -> u64 {
 
 #[test]
 fn a_million_new_client_ids_cannot_push_the_store_past_its_record_limit() {
-    let herd = node("[store]\nmax_records = 20000\ncache_mib = 16\ndurability = \"os\"\n");
+    // The flood runs for many seconds on a slow machine; a line the node has not yet read (it
+    // stops reading while 64 answers are pending) must not trip the line timeout meanwhile.
+    let herd = node(
+        "[store]\nmax_records = 20000\ncache_mib = 16\ndurability = \"os\"\n[limits]\nline_timeout_secs = 600\n",
+    );
     let before = settled_rss(&herd);
     let acked = flood_new_clients(&herd, 1_000_000, 4, |i| {
         format!("flood-{i:07}-{}", "x".repeat(80))
@@ -328,7 +332,7 @@ fn a_million_new_client_ids_cannot_push_the_store_past_its_record_limit() {
 
 #[test]
 fn new_clients_are_refused_once_the_store_reaches_its_size_limit() {
-    let herd = node("[store]\nmax_store_mib = 8\nmax_client_id_bytes = 2048\n");
+    let herd = node("[store]\nmax_store_mib = 8\nmax_client_id_bytes = 2048\n[limits]\nline_timeout_secs = 600\n");
     let acked = flood_new_clients(&herd, 40_000, 2, |i| {
         format!("big-{i:06}-{}", "y".repeat(1500))
     });
