@@ -34,8 +34,14 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<()>;
     /// Removes `key`, if present.
     fn remove(&self, key: &[u8]) -> Result<()>;
-    /// Makes every `put` that returned before this call durable.
+    /// Makes every `put` that returned before this call survive a crash of the process (sled:
+    /// written to its files).
     fn flush(&self) -> Result<()>;
+    /// Makes everything flushed before this call survive a power cut (sled: `fdatasync` of its
+    /// files, `fsync` of their directories, with `durability = "flush"`).
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     /// Forgets everything not made durable and reads the store again from what is: after a
     /// write or flush failed, what the engine holds in memory is no longer what its files hold.
     /// Until it succeeds, every call fails.
@@ -159,7 +165,10 @@ impl Engine for SledEngine {
             s.db.flush()
                 .map_err(|e| sled_error(&self.path, "flush", e))
                 .map(drop)
-        })?;
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
         if let Some(files) = &self.files {
             files
                 .lock()
@@ -476,6 +485,13 @@ impl Watched {
     pub fn flush(&self) -> Result<()> {
         let _slot = self.enter();
         self.engine.flush()
+    }
+
+    /// Not watched: a slow disk makes a slow sync, which is no sled stall to unstall (asking
+    /// sled to unstall queues flushes on its I/O pool, and while a sync holds up the writer that
+    /// only crowds the pool).
+    pub fn sync(&self) -> Result<()> {
+        self.engine.sync()
     }
 
     pub fn reopen(&self) -> Result<()> {

@@ -1054,7 +1054,7 @@ impl Shared {
 
     fn timed_flush(&self) -> Result<()> {
         let started = Instant::now();
-        let result = self.engine.flush();
+        let result = self.engine.flush().and_then(|()| self.engine.sync());
         if let Some(hook) = self.on_flush.get() {
             hook(started.elapsed());
         }
