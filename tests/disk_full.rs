@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fs2::FileExt;
 
 const NODE: &str = "Solo";
 
@@ -88,7 +89,7 @@ impl Image {
         while want > 0 {
             let step = want.min(1 << 20);
             let len = f.metadata().unwrap().len();
-            if fs2_allocate(&f, len + step).is_err() {
+            if f.allocate(len + step).is_err() {
                 break;
             }
             want -= step;
@@ -96,21 +97,11 @@ impl Image {
         // And to the last block, if nothing is to be left.
         if leave == 0 {
             let mut len = f.metadata().unwrap().len();
-            while fs2_allocate(&f, len + 4096).is_ok() {
+            while f.allocate(len + 4096).is_ok() {
                 len += 4096;
             }
         }
         filler
-    }
-}
-
-fn fs2_allocate(f: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::from_raw_os_error(r))
     }
 }
 
@@ -338,7 +329,10 @@ fn restarts_on_a_full_disk(damaged: bool, damage: impl Fn(&Path)) {
     let (mut herd, image) = lone_node("min_free_mib = 0", 24);
     // Space an operator frees at the end (other files on the same disk).
     let spare = image.at.join("spare");
-    fs2_allocate(&std::fs::File::create(&spare).unwrap(), 6 << 20).unwrap();
+    std::fs::File::create(&spare)
+        .unwrap()
+        .allocate(6 << 20)
+        .unwrap();
     herd.start(NODE);
     let acked = fill_with_clients(&herd, 20);
     assert!(acked.len() > 500, "only {} acknowledged", acked.len());
@@ -348,7 +342,10 @@ fn restarts_on_a_full_disk(damaged: bool, damage: impl Fn(&Path)) {
     std::fs::remove_file(&spare).unwrap();
     herd.start(NODE);
     herd.kill(NODE);
-    fs2_allocate(&std::fs::File::create(&spare).unwrap(), 2 << 20).unwrap();
+    std::fs::File::create(&spare)
+        .unwrap()
+        .allocate(2 << 20)
+        .unwrap();
     let state = herd.state_dir(NODE);
     damage(&state.join("store"));
     let filler = image.fill(0);

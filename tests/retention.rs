@@ -126,23 +126,7 @@ fn expired_clients_leave_every_node_and_do_not_come_back() {
 
 /// `herd inspect --format json --retain-secs SECS` of `name`'s stopped store.
 fn inspect_within(herd: &Herd, name: &str, secs: u64) -> Vec<serde_json::Value> {
-    let out = std::process::Command::new(HERD)
-        .args(["inspect", "--format", "json", "--retain-secs"])
-        .arg(secs.to_string())
-        .arg("--state-dir")
-        .arg(herd.state_dir(name))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    inspect_with(&herd.state_dir(name), &["--retain-secs", &secs.to_string()])
 }
 
 #[test]

@@ -200,23 +200,20 @@ impl Engine for SledEngine {
         Ok(())
     }
 
-    /// sled 0.34 can deadlock under sustained overwrites (upstream issue 1412): a writer holds
-    /// a segment lock while it waits for a file truncation queued on sled's I/O pool, whose
-    /// threads all wait for that lock, and the pool grows only when its queue is deeper than
-    /// seven. Queuing a few flushes makes it start another thread, which takes the truncation
-    /// first (the queue is FIFO). The flushes themselves are harmless.
-    ///
-    /// A flush can also wait for an I/O buffer that nothing seals while no write comes; a small
+    /// A flush can wait for an I/O buffer that nothing seals while no write comes; a small
     /// write to the metadata tree gets the log moving again.
+    ///
+    /// It queues no flushes on sled's I/O pool. It once queued eight, meant to make the pool
+    /// start another thread (it does so only when more than seven tasks wait): but each one
+    /// blocks a pool thread until the log is stable, and once all seven of the pool's standing
+    /// threads were blocked so, the very write they waited for sat queued behind them, and the
+    /// stalled flush never returned (seen under load, with gdb: the writer and all seven I/O
+    /// threads waiting in `make_stable`).
     fn unstall(&self) {
-        use futures::FutureExt;
         let Ok(open) = self.open.try_read() else {
             return;
         };
         let Some(s) = open.as_ref() else { return };
-        for _ in 0..8 {
-            let _ = s.db.flush_async().now_or_never();
-        }
         let _ = s.db.insert(b"unstall", &[][..]);
     }
 }
@@ -544,8 +541,10 @@ impl Watched {
         self.engine.flush()
     }
 
+    /// Not watched: a slow disk makes a slow sync, which is no sled stall to unstall (asking
+    /// sled to unstall queues flushes on its I/O pool, and while a sync holds up the writer that
+    /// only crowds the pool).
     pub fn sync(&self) -> Result<()> {
-        let _slot = self.enter();
         self.engine.sync()
     }
 

@@ -317,8 +317,15 @@ pub fn now_ts() -> String {
 
 /// Runs `herd inspect --format json` on a state dir and returns one JSON value per record.
 pub fn inspect(state_dir: &Path) -> Vec<serde_json::Value> {
+    inspect_with(state_dir, &[])
+}
+
+/// [`inspect`] with more arguments (say `--retain-secs 60`).
+pub fn inspect_with(state_dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(HERD)
-        .args(["inspect", "--format", "json", "--state-dir"])
+        .args(["inspect", "--format", "json"])
+        .args(args)
+        .arg("--state-dir")
         .arg(state_dir)
         .output()
         .unwrap();
