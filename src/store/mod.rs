@@ -1284,8 +1284,17 @@ impl Writer {
             }
             self.unflushed = false;
         }
-        let sync = shared.durability == Durability::Flush && self.unsynced.take().is_some();
-        self.unsynced = None;
+        if shared.durability != Durability::Flush {
+            // Nothing is synced, so nothing queued on the syncer can be ahead of this batch:
+            // answered here, without a hand-off.
+            self.unsynced = None;
+            shared.answer(done);
+            for barrier in barriers {
+                let _ = barrier.send(Ok(()));
+            }
+            return Ok(());
+        }
+        let sync = self.unsynced.take().is_some();
         self.syncer.send(Commit::Batch {
             sync,
             done,
@@ -1423,6 +1432,8 @@ impl Writer {
     /// its contents is rebuilt from what it holds now, so no decision rests on a write whose
     /// flush failed.
     fn try_reopen(&mut self, shared: &Shared) {
+        // No sync may run on the engine being replaced.
+        self.syncer.drain();
         match shared.engine.reopen() {
             Ok(()) => {
                 self.syncer.send(Commit::Reset);
@@ -1649,6 +1660,7 @@ fn run_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         w.unsynced.get_or_insert_with(Instant::now);
         let _ = w.commit(&shared, Vec::new(), Vec::new());
     }
+    w.syncer.stop();
     if let Some(tx) = closing {
         let _ = tx.send(());
     }
@@ -1667,46 +1679,100 @@ enum Commit {
         done: Vec<Done>,
         barriers: Vec<oneshot::Sender<Result<()>>>,
     },
+    /// Tells the sender once everything before it is done.
+    Drain(std::sync::mpsc::Sender<()>),
     /// The engine was reopened: syncs may succeed again.
     Reset,
 }
 
-/// Syncs a batch (the `fdatasync` of `durability = "flush"`) and answers it, on the writer,
-/// after sled's flush: the batch's reports were flooded before, as they were applied.
+/// The sync thread: syncs beside the writer, which goes on applying and flooding the next
+/// batch meanwhile (pipelined group commit), and answers each batch once a sync that began
+/// after its flush has completed.
 ///
-/// The sync runs on the writer, not beside it: with sled 0.34, an `fdatasync` of sled's log
-/// running beside the writer's next inserts and flush was seen to leave sled's flush waiting
-/// forever (its I/O pool stuck behind flushes waiting for a buffer it never wrote). After a
-/// failed sync every later commit fails too, until the writer has reopened the engine: once a
-/// sync has failed, a later one that succeeds proves nothing about the pages the failed one was
-/// to write.
+/// Commits queued while one sync ran share the next one. After a failed sync every later
+/// commit fails too, until the writer has reopened the engine: once a sync has failed, a later
+/// one that succeeds proves nothing about the pages the failed one was to write.
 struct Syncer {
-    shared: Arc<Shared>,
-    poisoned: Option<String>,
+    tx: Option<std::sync::mpsc::Sender<Commit>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Syncer {
     fn start(shared: Arc<Shared>) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("herd-store-sync".into())
+            .spawn(move || run_syncer(&shared, &rx))
+            .expect("start the store sync thread");
         Syncer {
-            shared,
-            poisoned: None,
+            tx: Some(tx),
+            thread: Some(thread),
         }
     }
 
-    fn send(&mut self, commit: Commit) {
-        let shared = &self.shared;
-        let (sync, done, barriers) = match commit {
+    fn send(&self, commit: Commit) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(commit);
+        }
+    }
+
+    /// Waits until everything handed over is done.
+    fn drain(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Commit::Drain(tx));
+        let _ = rx.recv();
+    }
+
+    /// Finishes what was handed over and stops the thread.
+    fn stop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
+    let mut poisoned: Option<String> = None;
+    let mut next = None;
+    loop {
+        let Some(first) = next.take().or_else(|| rx.recv().ok()) else {
+            return;
+        };
+        let (mut sync, mut done, mut barriers) = match first {
             Commit::Batch {
                 sync,
                 done,
                 barriers,
             } => (sync, done, barriers),
+            Commit::Drain(tx) => {
+                let _ = tx.send(());
+                continue;
+            }
             Commit::Reset => {
-                self.poisoned = None;
-                return;
+                poisoned = None;
+                continue;
             }
         };
-        let result = match &self.poisoned {
+        // Everything queued meanwhile shares this sync.
+        while let Ok(more) = rx.try_recv() {
+            match more {
+                Commit::Batch {
+                    sync: s,
+                    done: d,
+                    barriers: b,
+                } => {
+                    sync |= s;
+                    done.extend(d);
+                    barriers.extend(b);
+                }
+                marker => {
+                    next = Some(marker);
+                    break;
+                }
+            }
+        }
+        let result = match &poisoned {
             Some(why) => Err(Error::store(
                 &shared.path,
                 format!("not durable: an earlier sync failed ({why})"),
@@ -1714,9 +1780,9 @@ impl Syncer {
             None if sync => shared.timed_sync(),
             None => Ok(()),
         };
-        if let (Err(e), None) = (&result, &self.poisoned) {
+        if let (Err(e), None) = (&result, &poisoned) {
             tracing::error!(store = %shared.path.display(), error = %e, "store sync failed");
-            self.poisoned = Some(e.to_string());
+            poisoned = Some(e.to_string());
             *shared.sync_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
         match &result {

@@ -512,28 +512,47 @@ async fn a_report_is_flooded_before_its_sync_and_answered_after_it() {
     let (store, floods) = flooding(&engine);
     ready(&store).await;
     engine.hold_syncs(true);
-    let pending = store
+    let first = store
         .submit(report("AT A +0.000000000 kiwi +1+2 1"), None)
         .await
         .unwrap();
     // Flooded while its sync is held open...
-    let flooded =
-        tokio::task::spawn_blocking(move || floods.recv_timeout(Duration::from_secs(5)).unwrap())
-            .await
-            .unwrap();
-    assert_eq!(flooded, "AT A +0.000000000 kiwi +1+2 1");
-    // ...and not answered until it completes.
-    let mut outcome = Box::pin(pending.outcome());
+    let flooded = tokio::task::spawn_blocking(move || {
+        let got = floods.recv_timeout(Duration::from_secs(5)).unwrap();
+        (got, floods)
+    })
+    .await
+    .unwrap();
+    assert_eq!(flooded.0, "AT A +0.000000000 kiwi +1+2 1");
+    let floods = flooded.1;
+    // ...and a batch applied while that sync runs is flooded without waiting for it.
+    let second = store
+        .submit(report("AT A +0.000000000 pear +1+2 1"), None)
+        .await
+        .unwrap();
+    let (got, floods) = tokio::task::spawn_blocking(move || {
+        let got = floods.recv_timeout(Duration::from_secs(5)).unwrap();
+        (got, floods)
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, "AT A +0.000000000 pear +1+2 1");
+    drop(floods);
+    // Neither is answered while the sync is held.
+    let mut first = Box::pin(first.outcome());
+    let mut second = Box::pin(second.outcome());
     tokio::select! {
-        _ = &mut outcome => panic!("answered before its sync"),
+        _ = &mut first => panic!("answered before its sync"),
+        _ = &mut second => panic!("answered before its sync"),
         _ = tokio::time::sleep(Duration::from_millis(300)) => {}
     }
     assert_eq!(engine.syncs(), 0);
-    assert!(engine.power_cut().contents().is_empty());
     engine.hold_syncs(false);
-    assert_eq!(outcome.await.unwrap(), Merged::Stored);
+    assert_eq!(first.await.unwrap(), Merged::Stored);
+    assert_eq!(second.await.unwrap(), Merged::Stored);
     assert!(engine.syncs() >= 1);
-    assert_eq!(engine.power_cut().contents().len(), 1);
+    // Both survive a power cut now.
+    assert_eq!(engine.power_cut().contents().len(), 2);
 }
 
 #[tokio::test]
