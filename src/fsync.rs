@@ -19,9 +19,9 @@
 //!   older than a second: the kernel stamps it from a coarse clock) and nothing but the log
 //!   changed in it at the last listing.
 //!
-//! `SledEngine::sync` (`src/store/engine.rs`) runs it on the store's writer thread when
-//! `durability = "flush"`, after the writer's flush of sled, once per batch someone waits for,
-//! and at shutdown. With `durability = "os"` it does not run, which is what
+//! `SledEngine::sync` (`src/store/engine.rs`) runs it on the store's sync thread when
+//! `durability = "flush"`, after the writer's flush of sled, once for every group of batches
+//! waiting, and at shutdown. With `durability = "os"` it does not run, which is what
 //! `tests/power_loss.rs` shows losing answered reports. [`sync_store_files`] syncs
 //! everything, remembering nothing.
 

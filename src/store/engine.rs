@@ -38,7 +38,8 @@ pub trait Engine: Send + Sync + 'static {
     /// written to its files). Called only by the writer, between writes.
     fn flush(&self) -> Result<()>;
     /// Makes everything flushed before this call survive a power cut (sled: `fdatasync` of
-    /// its files, `fsync` of their directories). Called by the writer after a flush.
+    /// its files, `fsync` of their directories). May run on another thread beside writes and
+    /// flushes.
     fn sync(&self) -> Result<()> {
         Ok(())
     }
