@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::herd::forward_targets;
 use crate::peer::Links;
 use crate::places::Places;
 use crate::report::Report;
@@ -40,8 +39,7 @@ impl Node {
         telemetry: Telemetry,
     ) -> Node {
         let links = Arc::new(links);
-        let peers: Vec<String> = config.peers_of(&name).cloned().collect();
-        if !peers.is_empty() {
+        if config.peers_of(&name).next().is_some() {
             // Most reports will come over two links: the second copy is known at once.
             store.remember_lines();
         }
@@ -55,9 +53,9 @@ impl Node {
             let line = bytes::Bytes::from(line);
             counted.report(true);
             counted.recent_report(line.clone(), from);
-            for peer in forward_targets(&peers, from) {
-                flood.forward(peer, &line);
-            }
+            // A peer's report was flooded by the link that read it, unless a sync round
+            // brought it (then it is flooded here, once stored).
+            flood.flood(&line, from);
         }));
         let counted = telemetry.clone();
         store.on_stale(Box::new(move || counted.report(false)));

@@ -14,9 +14,10 @@ pub async fn execute(node: &Node, cx: &Context, line: &Bytes, request: WhatsAt) 
     let store = node.store();
     let places = node.places().clone();
     let telemetry = node.telemetry().clone();
-    // An IAMAT earlier on this connection that the store has not applied yet must be seen,
-    // and a later one must not: then the read goes through the store's queue, in order.
-    if cx.last_write.is_some_and(|t| !store.is_applied(t)) {
+    // Every report this node received before the WHATSAT must be seen (an IAMAT earlier on
+    // this connection, a peer's flood read off its link a moment ago), and a later one need
+    // not: while any is not applied yet, the read goes through the store's queue, in order.
+    if cx.last_write.is_some_and(|t| !store.is_applied(t)) || !store.caught_up() {
         let read = match store.get_in_order(request.client.clone()).await {
             Ok(read) => read,
             Err(e) => {

@@ -527,6 +527,14 @@ async fn read_peer(
                     }
                     continue;
                 }
+                // Flooded on before the writer applies it: a hop costs the links' wake-ups, not
+                // the writer's too. A line already flooded is not flooded again; one that
+                // proves stale here (a sync round's record can) is stale wherever it goes.
+                let mut flooded = Vec::with_capacity(line.len() + 1);
+                flooded.extend_from_slice(&line);
+                flooded.push(b'\n');
+                node.links()
+                    .flood(&bytes::Bytes::from(flooded), Some(&peer));
                 // Waits for room in the store's queue: a flooding peer is held back by TCP.
                 match store.offer(report, Some(&peer)).await {
                     Ok(ticket) => queued = Some(ticket),

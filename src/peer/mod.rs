@@ -38,7 +38,9 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::herd::forward_targets;
 use crate::protocol::frame::LineCodec;
+use crate::store::seen::Seen;
 
 /// The reading half of a peer connection, plain or TLS.
 pub type PeerReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -143,6 +145,9 @@ struct Handle {
 /// handshakes. Built once at start-up.
 pub struct Links {
     handles: HashMap<String, Handle>,
+    /// The AT lines this node flooded last: each is flooded once, by whichever comes first,
+    /// a link's reader or the store's writer.
+    flooded: Seen,
     max_bytes: usize,
     tls: Option<Arc<tls::Tls>>,
     attempts: auth::Attempts,
@@ -191,6 +196,7 @@ impl Links {
         }
         let links = Links {
             handles,
+            flooded: Seen::default(),
             max_bytes,
             tls,
             attempts: auth::Attempts::default(),
@@ -206,6 +212,21 @@ impl Links {
     /// Refused handshakes per source address.
     pub fn attempts(&self) -> &auth::Attempts {
         &self.attempts
+    }
+
+    /// Queues `line`, a report's AT line with its newline, for every linked peer but `from`,
+    /// unless this node flooded that line already (as far as it remembers); returns whether it
+    /// did. Flooding a line twice would be harmless (the second copy is stale everywhere), and
+    /// never flooding one would be repaired by anti-entropy; once is what keeps floods cheap.
+    pub fn flood(&self, line: &Bytes, from: Option<&str>) -> bool {
+        let at_line = line.slice(..line.len().saturating_sub(1));
+        if !self.flooded.first_sight(&at_line) {
+            return false;
+        }
+        for peer in forward_targets(self.handles.keys(), from) {
+            self.forward(peer, line);
+        }
+        true
     }
 
     /// Queues a report's AT line (with its newline) for `peer` without waiting; drops it if the

@@ -54,7 +54,7 @@ pub mod engine;
 mod files;
 pub mod fingerprint;
 pub mod salvage;
-mod seen;
+pub mod seen;
 pub mod space;
 
 use std::path::{Path, PathBuf};
@@ -684,6 +684,16 @@ impl Store {
     pub async fn wait_applied(&self, ticket: Ticket) {
         let mut applied = self.inner.shared.applied.subscribe();
         let _ = applied.wait_for(|a| *a >= ticket).await;
+    }
+
+    /// Whether the writer has applied every report submitted so far (by clients or peers).
+    pub fn caught_up(&self) -> bool {
+        let submitted = *self
+            .inner
+            .next_ticket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.is_applied(Ticket(submitted))
     }
 
     /// Whether the writer has applied `ticket`.

@@ -6,6 +6,9 @@
 //! report that beats it, and an identical report does not, so a line that was stored once can
 //! never win again. The memory is direct-mapped and lossy: each slot holds the last line that
 //! hashed to it, and a line not found there is decided as usual.
+//!
+//! The links keep a second such memory of the lines this node flooded
+//! ([`Seen::first_sight`]), so that each line is flooded once, by whichever sees it first.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
@@ -53,11 +56,32 @@ impl Seen {
         let held = self.slot(line);
         !held.is_empty() && held[..] == *line
     }
+
+    /// Remembers `line` and says whether it was new: `false` when its slot already held it.
+    /// One lock, so of two threads offering the same line at once exactly one hears `true`.
+    pub fn first_sight(&self, line: &Bytes) -> bool {
+        let mut held = self.slot(line);
+        if !held.is_empty() && held[..] == line[..] {
+            return false;
+        }
+        *held = line.clone();
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_sight_is_true_once_per_line_while_remembered() {
+        let seen = Seen::default();
+        let line = Bytes::from_static(b"AT A +0.100000000 kiwi +1+2 100");
+        assert!(seen.first_sight(&line));
+        assert!(!seen.first_sight(&line));
+        assert!(seen.holds(&line));
+        assert!(seen.first_sight(&Bytes::from_static(b"AT A +0.100000000 kiwi +1+2 101")));
+    }
 
     #[test]
     fn holds_exactly_what_was_stored_while_its_slot_keeps_it() {
