@@ -516,10 +516,10 @@ async fn read_peer(
         }
         match request {
             Request::At(report) => {
-                if !node.config().servers.contains_key(&report.server) {
-                    tracing::warn!(peer = %peer, server = %Escaped(report.server.as_bytes()), "dropping a report that names no server of the herd");
-                    continue;
-                }
+                // The server named is where the client reported, not who sent the line: a report
+                // received by a server since removed from the herd (or added to it, before this
+                // node reloads its config) is stored and flooded like any other, so the herd
+                // keeps converging while its membership changes.
                 let max_ahead = node.config().limits.max_future_secs;
                 if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
                     if let Some(refused) = telemetry.refused(Refusal::Future, Some(&peer)) {
