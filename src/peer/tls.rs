@@ -132,20 +132,24 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
         .map_err(|e| file_error(path, format!("not a PEM private key: {e}")))
 }
 
+/// The CA certificates in `ca_pem`, as the roots a peer's certificate must chain to.
+fn roots_of(ca_pem: &Path) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(ca_pem)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(ca_pem, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(roots))
+}
+
 fn read(dir: &Path, me: &str) -> Result<Loaded> {
     let ca_path = dir.join("ca.pem");
     let cert_path = dir.join(format!("{me}.pem"));
     let key_path = dir.join(format!("{me}.key"));
-    let ca = read_certs(&ca_path)?;
+    let roots = roots_of(&ca_path)?;
     let chain = read_certs(&cert_path)?;
     let key = read_key(&key_path)?;
-    let mut roots = RootCertStore::empty();
-    for cert in ca {
-        roots
-            .add(cert)
-            .map_err(|e| file_error(&ca_path, format!("not a usable CA certificate: {e}")))?;
-    }
-    let roots = Arc::new(roots);
     let leaf = chain.first().expect("checked non-empty");
     if !names(leaf, me) {
         tracing::warn!(file = %cert_path.display(), server = me, "this certificate does not name this server; peers will refuse it");
@@ -343,18 +347,23 @@ pub struct CertsArgs {
     pub names: Vec<String>,
 }
 
-/// Writes the CA and the certificates; returns the files written. A name the config does not
-/// list gets a certificate naming only itself.
+/// Writes the certificates of the named servers, signed by the CA in `args.out` if there is
+/// one (`ca.pem` with `ca.key`, as an earlier `herd certs` wrote them), else by a new CA, which
+/// is written too; `--force` makes a new CA even if one is there. Returns the files written. A
+/// name the config does not list gets a certificate naming only itself.
 pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
     let config = Config::load(args.config.as_deref())?;
     let ca_pem = args.out.join("ca.pem");
     let ca_key = args.out.join("ca.key");
-    for existing in [&ca_pem, &ca_key] {
-        if existing.exists() && !args.force {
-            return Err(file_error(
-                existing,
-                "a CA is already there; pass --force to replace it (certificates it signed will no longer be accepted)",
-            ));
+    let reuse = !args.force && (ca_pem.exists() || ca_key.exists());
+    if reuse {
+        for needed in [&ca_pem, &ca_key] {
+            if !needed.exists() {
+                return Err(file_error(
+                    needed,
+                    "missing: a CA needs both ca.pem and ca.key (pass --force to make a new CA; certificates the old one signed will no longer be accepted)",
+                ));
+            }
         }
     }
     let mut sans = Vec::new();
@@ -380,23 +389,20 @@ pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Error::io(format!("create {}", args.out.display()), e))?;
-    let gen_err = |e: rcgen::Error| Error::io("generate a certificate", std::io::Error::other(e));
-    let ca_keys = rcgen::KeyPair::generate().map_err(gen_err)?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "herd development CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
     let (not_before, not_after) = validity();
-    ca_params.not_before = not_before;
-    ca_params.not_after = not_after;
-    let ca = ca_params.self_signed(&ca_keys).map_err(gen_err)?;
-    let mut written = Vec::new();
+    let (ca, ca_keys) = if reuse {
+        existing_ca(&ca_pem, &ca_key)?
+    } else {
+        let keys = rcgen::KeyPair::generate().map_err(gen_err)?;
+        let mut params = ca_params()?;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        (params.self_signed(&keys).map_err(gen_err)?, keys)
+    };
+    // Every certificate is made before any file is written, and with a reused CA checked to
+    // chain to the ca.pem on disk, so a CA that cannot sign for the herd changes nothing.
+    let verifier = reuse.then(|| verifier_of(&ca_pem)).transpose()?;
+    let mut issued = Vec::new();
     for (name, names) in sans {
         let keys = rcgen::KeyPair::generate().map_err(gen_err)?;
         let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
@@ -410,16 +416,71 @@ pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.signed_by(&keys, &ca, &ca_keys).map_err(gen_err)?;
+        if let Some(verifier) = &verifier {
+            verifier
+                .verify_client_cert(cert.der(), &[], rustls::pki_types::UnixTime::now())
+                .map_err(|e| {
+                    file_error(
+                        &ca_pem,
+                        format!("a certificate signed with {} does not chain to it ({e}); only a CA made by herd certs can be reused (pass --force to make a new one)", ca_key.display()),
+                    )
+                })?;
+        }
+        issued.push((name, cert, keys));
+    }
+    let mut written = Vec::new();
+    for (name, cert, keys) in issued {
         let pem = args.out.join(format!("{name}.pem"));
         let key = args.out.join(format!("{name}.key"));
         write_file(&pem, cert.pem().as_bytes(), 0o644)?;
         write_file(&key, keys.serialize_pem().as_bytes(), 0o600)?;
         written.extend([pem, key]);
     }
-    write_file(&ca_key, ca_keys.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&ca_pem, ca.pem().as_bytes(), 0o644)?;
-    written.extend([ca_pem, ca_key]);
+    if !reuse {
+        write_file(&ca_key, ca_keys.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&ca_pem, ca.pem().as_bytes(), 0o644)?;
+        written.extend([ca_pem, ca_key]);
+    }
     Ok(written)
+}
+
+fn gen_err(e: rcgen::Error) -> Error {
+    Error::io("generate a certificate", std::io::Error::other(e))
+}
+
+/// The herd's development CA: its name and what it may sign.
+fn ca_params() -> Result<rcgen::CertificateParams> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "herd development CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// The CA `herd certs` wrote earlier, as an issuer: its key from `ca.key`, and its name, which
+/// is the herd CA's (a certificate's issuer is the CA's name and key, nothing else of it).
+fn existing_ca(ca_pem: &Path, ca_key: &Path) -> Result<(rcgen::Certificate, rcgen::KeyPair)> {
+    read_certs(ca_pem)?;
+    let pem = std::fs::read_to_string(ca_key)
+        .map_err(|e| file_error(ca_key, format!("cannot read: {e}")))?;
+    let keys = rcgen::KeyPair::from_pem(&pem)
+        .map_err(|e| file_error(ca_key, format!("not a usable CA key: {e}")))?;
+    let issuer = ca_params()?.self_signed(&keys).map_err(gen_err)?;
+    Ok((issuer, keys))
+}
+
+/// What a listener checks a dialer's certificate with, for the CA in `ca_pem`.
+fn verifier_of(ca_pem: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiClientVerifier::builder_with_provider(roots_of(ca_pem)?, provider)
+        .build()
+        .map_err(|e| file_error(ca_pem, e))
 }
 
 /// Valid from a day ago (clocks differ) for ten years.
