@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::herd::forward_targets;
 use crate::peer::Links;
 use crate::places::Places;
 use crate::report::Report;
@@ -40,8 +39,7 @@ impl Node {
         telemetry: Telemetry,
     ) -> Node {
         let links = Arc::new(links);
-        let peers: Vec<String> = config.peers_of(&name).cloned().collect();
-        if !peers.is_empty() {
+        if !links.peers().is_empty() {
             // Most reports will come over two links: the second copy is known at once.
             store.remember_lines();
         }
@@ -55,9 +53,7 @@ impl Node {
             let line = bytes::Bytes::from(line);
             counted.report(true);
             counted.recent_report(line.clone(), from);
-            for peer in forward_targets(&peers, from) {
-                flood.forward(peer, &line);
-            }
+            flood.flood(&line, from);
         }));
         let counted = telemetry.clone();
         store.on_stale(Box::new(move || counted.report(false)));
@@ -92,6 +88,8 @@ impl Node {
         &self.inner.name
     }
 
+    /// The settings the node started with. Its membership (`servers`, `links`) may have
+    /// changed since, on a reload: who this node links to is [`Node::links`]'s to say.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -113,12 +111,9 @@ impl Node {
         &self.inner.telemetry
     }
 
-    /// Whether `name` is a server linked to this one.
+    /// Whether `name` is a server linked to this one in its current config.
     pub fn is_linked(&self, name: &str) -> bool {
-        self.inner
-            .config
-            .peers_of(&self.inner.name)
-            .any(|p| p == name)
+        self.inner.links.contains(name)
     }
 
     /// Offers a client's report to the store (waiting only for room in its queue).

@@ -448,22 +448,11 @@ impl Telemetry {
         for reason in AdminDrop::ALL {
             admin_dropped.with_label_values(&[reason.label()]);
         }
-        let mut links = BTreeMap::new();
+        let peers: Vec<&String> = peers.into_iter().collect();
         for reason in Refusal::ALL {
             refused.with_label_values(&[reason.label(), CLIENT_SOURCE]);
         }
-        for peer in peers {
-            for reason in Refusal::ALL {
-                refused.with_label_values(&[reason.label(), peer.as_str()]);
-            }
-            peer_up.with_label_values(&[peer.as_str()]).set(0);
-            sync_rounds.with_label_values(&[peer.as_str()]);
-            for direction in ["sent", "received"] {
-                sync_bytes.with_label_values(&[peer.as_str(), direction]);
-            }
-            links.insert(peer.clone(), LinkStatus::default());
-        }
-        Telemetry {
+        let telemetry = Telemetry {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
                 started: SystemTime::now(),
@@ -496,13 +485,49 @@ impl Telemetry {
                 store: OnceLock::new(),
                 recent: (0..RECENT_REPORTS).map(|_| Mutex::new(None)).collect(),
                 recent_next: AtomicU64::new(0),
-                peer_names: links
-                    .keys()
-                    .map(|p| (p.clone(), Arc::from(p.as_str())))
+                peer_names: peers
+                    .iter()
+                    .map(|p| (p.to_string(), Arc::from(p.as_str())))
                     .collect(),
-                status: Mutex::new(Status { links }),
+                status: Mutex::new(Status::default()),
             }),
+        };
+        for peer in peers {
+            telemetry.add_peer(peer);
         }
+        telemetry
+    }
+
+    /// A link to `peer` (new at start-up, or added by a config reload): its series start at
+    /// zero and it is down.
+    pub fn add_peer(&self, peer: &str) {
+        let inner = &self.inner;
+        for reason in Refusal::ALL {
+            inner.refused.with_label_values(&[reason.label(), peer]);
+        }
+        inner.peer_up.with_label_values(&[peer]).set(0);
+        inner.sync_rounds.with_label_values(&[peer]);
+        for direction in ["sent", "received"] {
+            inner.sync_bytes.with_label_values(&[peer, direction]);
+        }
+        self.status()
+            .links
+            .entry(peer.to_owned())
+            .or_insert_with(LinkStatus::default);
+    }
+
+    /// The link to `peer` was removed by a config reload: its series and status go.
+    pub fn forget_peer(&self, peer: &str) {
+        let inner = &self.inner;
+        for reason in Refusal::ALL {
+            let _ = inner.refused.remove_label_values(&[reason.label(), peer]);
+        }
+        let _ = inner.peer_up.remove_label_values(&[peer]);
+        let _ = inner.sync_rounds.remove_label_values(&[peer]);
+        for direction in ["sent", "received"] {
+            let _ = inner.sync_bytes.remove_label_values(&[peer, direction]);
+        }
+        self.status().links.remove(peer);
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {

@@ -13,9 +13,10 @@
 //! certificate of Bona cannot pose as Clark. A plaintext `HERD HELLO` is refused and logged.
 //! With TLS on, the herd secret is optional; if set, it is proven inside TLS as well.
 //!
-//! **Rotation.** On SIGHUP the files are read again. If they are good, new links use them
-//! and every link made under the old ones is closed and made again (the link actors redial);
-//! if not, the error is logged and the old certificates stay in use.
+//! **Rotation.** On SIGHUP (see [`crate::membership`]) the files are read again if their
+//! contents changed. If they are good, new links use them and every link made under the old
+//! ones is closed and made again (the link actors redial); if not, the error is logged and the
+//! old certificates stay in use. Unchanged files leave every link alone.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -52,6 +53,8 @@ pub struct Tls {
 }
 
 struct Loaded {
+    /// A hash of the files these were read from, to tell whether they changed since.
+    files: [u8; 32],
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     /// Cancelled when these certificates are replaced: every session made with them ends.
@@ -71,11 +74,7 @@ impl Tls {
         let Some(dir) = &config.tls_dir else {
             return Ok(None);
         };
-        for name in config.servers.keys() {
-            server_name(name).map_err(|why| {
-                Error::config(&config.source, format!("servers.{name}: with [tls], {why}"))
-            })?;
-        }
+        check_names(config)?;
         let loaded = read(dir, me)?;
         Ok(Some(Arc::new(Tls {
             dir: dir.clone(),
@@ -84,12 +83,22 @@ impl Tls {
         })))
     }
 
-    /// Reads the files again; on success new links use them and old ones are closed.
-    pub fn reload(&self) -> Result<()> {
+    /// Reads the files again if they changed since they were last read; if they did and they
+    /// load, new links use them and old ones are closed. Returns whether they were reloaded.
+    pub fn reload_if_changed(&self) -> Result<bool> {
+        let files = fingerprint(&self.dir, &self.me)?;
+        if self.current.read().expect("not poisoned").files == files {
+            return Ok(false);
+        }
         let loaded = read(&self.dir, &self.me)?;
         let old = std::mem::replace(&mut *self.current.write().expect("not poisoned"), loaded);
         old.generation.cancel();
-        Ok(())
+        Ok(true)
+    }
+
+    /// The directory the certificates are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The acceptor for inbound links, and the token that ends sessions made with it.
@@ -103,6 +112,38 @@ impl Tls {
         let c = self.current.read().expect("not poisoned");
         (c.connector.clone(), c.generation.clone())
     }
+}
+
+/// Checks that a certificate can name every server of `config`.
+pub fn check_names(config: &Config) -> Result<()> {
+    for name in config.servers.keys() {
+        server_name(name).map_err(|why| {
+            Error::config(&config.source, format!("servers.{name}: with [tls], {why}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// The three files a node's TLS is read from: the CA, its certificate and its key.
+fn files(dir: &Path, me: &str) -> [PathBuf; 3] {
+    [
+        dir.join("ca.pem"),
+        dir.join(format!("{me}.pem")),
+        dir.join(format!("{me}.key")),
+    ]
+}
+
+/// A SHA-256 over the contents of the three files (each preceded by its length).
+fn fingerprint(dir: &Path, me: &str) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for path in files(dir, me) {
+        let bytes =
+            std::fs::read(&path).map_err(|e| file_error(&path, format!("cannot read: {e}")))?;
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    Ok(hash.finalize().into())
 }
 
 fn file_error(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -144,9 +185,9 @@ fn roots_of(ca_pem: &Path) -> Result<Arc<RootCertStore>> {
 }
 
 fn read(dir: &Path, me: &str) -> Result<Loaded> {
-    let ca_path = dir.join("ca.pem");
-    let cert_path = dir.join(format!("{me}.pem"));
-    let key_path = dir.join(format!("{me}.key"));
+    // Taken first: files replaced while they are read are read again on the next reload.
+    let files = fingerprint(dir, me)?;
+    let [ca_path, cert_path, key_path] = self::files(dir, me);
     let roots = roots_of(&ca_path)?;
     let chain = read_certs(&cert_path)?;
     let key = read_key(&key_path)?;
@@ -181,6 +222,7 @@ fn read(dir: &Path, me: &str) -> Result<Loaded> {
             )
         })?;
     Ok(Loaded {
+        files,
         acceptor: TlsAcceptor::from(Arc::new(server)),
         connector: TlsConnector::from(Arc::new(client)),
         generation: CancellationToken::new(),
@@ -194,26 +236,6 @@ pub fn names(cert: &CertificateDer<'_>, name: &str) -> bool {
     };
     webpki::EndEntityCert::try_from(cert)
         .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
-}
-
-/// Reloads the certificates on every SIGHUP until `stop`.
-pub async fn reload_on_sighup(tls: Arc<Tls>, stop: CancellationToken) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = hup.recv() => match tls.reload() {
-                Ok(()) => tracing::info!(dir = %tls.dir.display(), "TLS certificates reloaded; re-establishing peer links"),
-                Err(e) => tracing::error!(error = %e, "cannot reload the TLS certificates; keeping the old ones"),
-            },
-        }
-    }
 }
 
 /// Serves a connection whose first byte is a TLS record: the listener's side of a TLS peer
