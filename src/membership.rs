@@ -202,7 +202,7 @@ fn reload(node: &Node, running: &Config, tasks: &TaskTracker) -> Option<Config> 
         }
     }
     for key in &change.need_restart {
-        tracing::warn!(file = %path.display(), key, "this setting changed in the config file but applies only on a restart; keeping the running value");
+        tracing::warn!(file = %path.display(), key = %key, "this setting changed in the config file but applies only on a restart; keeping the running value");
     }
     let links = node.links();
     for peer in &change.unlinked {
