@@ -510,10 +510,7 @@ impl Telemetry {
         for direction in ["sent", "received"] {
             inner.sync_bytes.with_label_values(&[peer, direction]);
         }
-        self.status()
-            .links
-            .entry(peer.to_owned())
-            .or_insert_with(LinkStatus::default);
+        self.status().links.entry(peer.to_owned()).or_default();
     }
 
     /// The link to `peer` was removed by a config reload: its series and status go.
@@ -972,6 +969,28 @@ mod tests {
         let round = bona.last_sync.unwrap();
         assert_eq!((round.sent, round.received), (10, 20));
         assert!(!snap.links["Clark"].up && snap.links["Clark"].since.is_none());
+    }
+
+    #[test]
+    fn links_added_and_removed_by_a_reload_come_and_go_from_the_metrics_and_status() {
+        let peers = ["Bona".to_string()];
+        let t = Telemetry::new("Bailey", &peers);
+        t.add_peer("Dalton");
+        let (text, _) = t.metrics_text();
+        for line in [
+            "herd_peer_up{peer=\"Dalton\"} 0",
+            "herd_sync_rounds_total{peer=\"Dalton\"} 0",
+            "herd_sync_bytes_total{direction=\"sent\",peer=\"Dalton\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        t.peer_up("Dalton", true);
+        assert!(t.snapshot().links["Dalton"].up);
+        t.forget_peer("Bona");
+        let (text, _) = t.metrics_text();
+        assert!(!text.contains("peer=\"Bona\""), "{text}");
+        assert!(text.contains("herd_peer_up{peer=\"Dalton\"} 1"), "{text}");
+        assert!(!t.snapshot().links.contains_key("Bona"));
     }
 
     #[test]
