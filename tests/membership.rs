@@ -48,18 +48,9 @@ fn hup_until(herd: &Herd, name: &str, what: &str) {
     );
 }
 
-/// `herd certs --out DIR NAMES...` for `herd`'s config.
+/// `herd certs --out DIR NAMES...` for `herd`'s config, which must succeed.
 fn certs(herd: &Herd, out: &Path, names: &[&str]) {
-    let out = Command::new(HERD)
-        .arg("certs")
-        .arg("--out")
-        .arg(out)
-        .arg("--config")
-        .arg(&herd.config)
-        .args(names)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = herd.certs(out, names, false);
     assert!(
         out.status.success(),
         "herd certs: {}",

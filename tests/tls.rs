@@ -23,22 +23,8 @@ fn show(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }
 
-/// Runs `herd certs` for `herd`'s config.
 fn certs(herd: &Herd, out: &Path, names: &[&str], force: bool) -> std::process::Output {
-    let mut cmd = Command::new(HERD);
-    cmd.arg("certs")
-        .arg("--out")
-        .arg(out)
-        .arg("--config")
-        .arg(&herd.config)
-        .args(names)
-        .env_remove("HERD_SECRET")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    if force {
-        cmd.arg("--force");
-    }
-    cmd.output().unwrap()
+    herd.certs(out, names, force)
 }
 
 fn certs_ok(herd: &Herd, out: &Path, names: &[&str], force: bool) {
