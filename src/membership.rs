@@ -134,25 +134,32 @@ fn keys_not_in(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> BT
 
 /// Reloads the config on every SIGHUP until `stop`, starting the actors of new links in
 /// `tasks`. `running` is the config the node started with.
-pub async fn reload_on_sighup(
+///
+/// The handler is installed when this is called, not when the task first runs: the default
+/// action of SIGHUP ends the process, and an operator may send one as soon as the node says
+/// it is ready.
+pub fn reload_on_sighup(
     node: Node,
     mut running: Config,
     tasks: TaskTracker,
     stop: CancellationToken,
-) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; the config will not be reloaded");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = hup.recv() => {
-                if let Some(next) = reload(&node, &running, &tasks) {
-                    running = next;
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; the config will not be reloaded");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = hup.recv() => {
+                    if let Some(next) = reload(&node, &running, &tasks) {
+                        running = next;
+                    }
                 }
             }
         }
