@@ -9,7 +9,7 @@
 //! the peer dialled in and passed the [`handshake`]. When both sides dial at once, both keep
 //! the connection dialled by the server whose name sorts first, so one link survives.
 //!
-//! A slow or dead link never blocks anyone: [`Links::forward`] only ever `try_send`s, and a
+//! A slow or dead link never blocks anyone: [`Links::flood`] only ever `try_send`s, and a
 //! full queue (by count or by bytes) drops the report (counted and logged); the next sync
 //! repairs the gap.
 //!
