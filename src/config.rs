@@ -76,7 +76,7 @@ pub enum Durability {
 }
 
 /// `[store]`: the durable store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `"flush"` (default): answer after the report is on disk, synced. `"os"`: answer after
@@ -124,7 +124,7 @@ impl Default for StoreConfig {
 }
 
 /// `[limits]`: what one client may cost the node.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// The longest line accepted, in bytes, without its terminator.
@@ -178,7 +178,7 @@ impl Limits {
 }
 
 /// `[peers]`: links between servers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PeerConfig {
     /// Reports queued for one link before the newest are dropped (anti-entropy repairs drops).
@@ -225,7 +225,7 @@ impl Default for PeerConfig {
 }
 
 /// `[log]`: the node's log file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// The log file's size past which it is rotated: `NAME.log` becomes `NAME.log.1`, and so on.
@@ -268,6 +268,8 @@ impl LogConfig {
 pub struct Config {
     /// Where it was read from, for messages (`<built-in>` for the default).
     pub source: String,
+    /// The file it was read from, to read again on SIGHUP; `None` for the built-in herd.
+    pub path: Option<PathBuf>,
     /// Every server and the address it is reached at.
     pub servers: BTreeMap<String, String>,
     /// Every server's linked servers.
@@ -292,22 +294,19 @@ impl Config {
     /// Loads `path`, or with `None` the default: `data/herd.toml` under the current directory
     /// if it exists, else the compiled-in herd.
     pub fn load(path: Option<&Path>) -> Result<Config> {
-        let (text, source) = match path {
+        let local = Path::new("data/herd.toml");
+        let file = path.or_else(|| local.exists().then_some(local));
+        let (text, source) = match file {
             Some(p) => (read(p)?, p.display().to_string()),
-            None => {
-                let local = Path::new("data/herd.toml");
-                if local.exists() {
-                    (read(local)?, local.display().to_string())
-                } else {
-                    (DEFAULT_CONFIG.to_owned(), "<built-in>".to_owned())
-                }
-            }
+            None => (DEFAULT_CONFIG.to_owned(), "<built-in>".to_owned()),
         };
-        Config::parse(
+        let mut config = Config::parse(
             &text,
             &source,
             std::env::var_os(SECRET_ENV).map(|s| s.into_encoded_bytes()),
-        )
+        )?;
+        config.path = file.map(Path::to_path_buf);
+        Ok(config)
     }
 
     /// Parses and validates config text; `source` names it in messages.
@@ -472,6 +471,7 @@ impl Config {
         let tls_dir = file.tls.map(|t| t.dir);
         Ok(Config {
             source: source.to_owned(),
+            path: None,
             servers: file.servers,
             links,
             secret,

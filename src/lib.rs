@@ -3,7 +3,8 @@
 //! The layout is the design: [`protocol`] turns bytes into requests and back; [`report`] is a
 //! stamped location report; [`herd`] decides, without I/O, what to store and whom to tell;
 //! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
-//! authenticated links between servers; [`server`] and [`connection`] serve clients.
+//! authenticated links between servers; [`server`] and [`connection`] serve clients, and
+//! [`membership`] applies a reloaded config to a running node.
 //! Around them: [`telemetry`] counts what the node does and [`admin`] serves it over HTTP;
 //! [`client`], [`up`], [`bench`](mod@bench) and [`inspect`] are the operator's commands.
 
@@ -19,6 +20,7 @@ pub mod fsync;
 pub mod herd;
 pub mod inspect;
 pub mod logging;
+pub mod membership;
 pub mod node;
 pub mod peer;
 pub mod places;

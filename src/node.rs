@@ -39,7 +39,7 @@ impl Node {
         telemetry: Telemetry,
     ) -> Node {
         let links = Arc::new(links);
-        if config.peers_of(&name).next().is_some() {
+        if !links.peers().is_empty() {
             // Most reports will come over two links: the second copy is known at once.
             store.remember_lines();
         }
@@ -53,8 +53,8 @@ impl Node {
             let line = bytes::Bytes::from(line);
             counted.report(true);
             counted.recent_report(line.clone(), from);
-            // A peer's report was flooded by the link that read it, unless a sync round
-            // brought it (then it is flooded here, once stored).
+            // A peer's report was flooded by the link that read it, as a rule before the
+            // writer applied it: then this finds it flooded already.
             flood.flood(&line, from);
         }));
         let counted = telemetry.clone();
@@ -90,6 +90,8 @@ impl Node {
         &self.inner.name
     }
 
+    /// The settings the node started with. Its membership (`servers`, `links`) may have
+    /// changed since, on a reload: who this node links to is [`Node::links`]'s to say.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -111,12 +113,9 @@ impl Node {
         &self.inner.telemetry
     }
 
-    /// Whether `name` is a server linked to this one.
+    /// Whether `name` is a server linked to this one in its current config.
     pub fn is_linked(&self, name: &str) -> bool {
-        self.inner
-            .config
-            .peers_of(&self.inner.name)
-            .any(|p| p == name)
+        self.inner.links.contains(name)
     }
 
     /// Offers a client's report to the store (waiting only for room in its queue).

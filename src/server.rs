@@ -83,17 +83,14 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    if let Some(tls) = &tls {
-        tasks.spawn(crate::peer::tls::reload_on_sighup(
-            tls.clone(),
-            stop.clone(),
-        ));
-    }
     let (links, inboxes) = Links::new(
-        config.peers_of(&name),
+        config
+            .peers_of(&name)
+            .filter_map(|p| config.servers.get_key_value(p)),
         config.peers.queue,
         config.peers.queue_bytes,
         tls,
+        stop.clone(),
     );
     let max_connections = crate::fdlimit::prepare(
         config.limits.max_connections,
@@ -102,6 +99,7 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
     let flushes = telemetry.clone();
     store.on_flush(Box::new(move |took| flushes.flush(took)));
     telemetry.store_opened(store.clone());
+    let running = config.clone();
     let node = Node::new(
         name.clone(),
         config,
@@ -114,9 +112,14 @@ pub async fn run(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Resu
         let _ = admin.node.set(node.clone());
     }
     for inbox in inboxes {
-        let span = tracing::info_span!("link", peer = %inbox.peer);
-        tasks.spawn(link::run(node.clone(), inbox, stop.clone()).instrument(span));
+        link::spawn(&tasks, &node, inbox);
     }
+    tasks.spawn(crate::membership::reload_on_sighup(
+        node.clone(),
+        running,
+        tasks.clone(),
+        stop.clone(),
+    ));
 
     telemetry.set_ready();
     tracing::info!(target: "herd::ready", server = %name, listen = %local, store = %store.path().display(), "ready");

@@ -448,22 +448,11 @@ impl Telemetry {
         for reason in AdminDrop::ALL {
             admin_dropped.with_label_values(&[reason.label()]);
         }
-        let mut links = BTreeMap::new();
+        let peers: Vec<&String> = peers.into_iter().collect();
         for reason in Refusal::ALL {
             refused.with_label_values(&[reason.label(), CLIENT_SOURCE]);
         }
-        for peer in peers {
-            for reason in Refusal::ALL {
-                refused.with_label_values(&[reason.label(), peer.as_str()]);
-            }
-            peer_up.with_label_values(&[peer.as_str()]).set(0);
-            sync_rounds.with_label_values(&[peer.as_str()]);
-            for direction in ["sent", "received"] {
-                sync_bytes.with_label_values(&[peer.as_str(), direction]);
-            }
-            links.insert(peer.clone(), LinkStatus::default());
-        }
-        Telemetry {
+        let telemetry = Telemetry {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
                 started: SystemTime::now(),
@@ -496,13 +485,46 @@ impl Telemetry {
                 store: OnceLock::new(),
                 recent: (0..RECENT_REPORTS).map(|_| Mutex::new(None)).collect(),
                 recent_next: AtomicU64::new(0),
-                peer_names: links
-                    .keys()
-                    .map(|p| (p.clone(), Arc::from(p.as_str())))
+                peer_names: peers
+                    .iter()
+                    .map(|p| (p.to_string(), Arc::from(p.as_str())))
                     .collect(),
-                status: Mutex::new(Status { links }),
+                status: Mutex::new(Status::default()),
             }),
+        };
+        for peer in peers {
+            telemetry.add_peer(peer);
         }
+        telemetry
+    }
+
+    /// A link to `peer` (new at start-up, or added by a config reload): its series start at
+    /// zero and it is down.
+    pub fn add_peer(&self, peer: &str) {
+        let inner = &self.inner;
+        for reason in Refusal::ALL {
+            inner.refused.with_label_values(&[reason.label(), peer]);
+        }
+        inner.peer_up.with_label_values(&[peer]).set(0);
+        inner.sync_rounds.with_label_values(&[peer]);
+        for direction in ["sent", "received"] {
+            inner.sync_bytes.with_label_values(&[peer, direction]);
+        }
+        self.status().links.entry(peer.to_owned()).or_default();
+    }
+
+    /// The link to `peer` was removed by a config reload: its series and status go.
+    pub fn forget_peer(&self, peer: &str) {
+        let inner = &self.inner;
+        for reason in Refusal::ALL {
+            let _ = inner.refused.remove_label_values(&[reason.label(), peer]);
+        }
+        let _ = inner.peer_up.remove_label_values(&[peer]);
+        let _ = inner.sync_rounds.remove_label_values(&[peer]);
+        for direction in ["sent", "received"] {
+            let _ = inner.sync_bytes.remove_label_values(&[peer, direction]);
+        }
+        self.status().links.remove(peer);
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {
@@ -947,6 +969,28 @@ mod tests {
         let round = bona.last_sync.unwrap();
         assert_eq!((round.sent, round.received), (10, 20));
         assert!(!snap.links["Clark"].up && snap.links["Clark"].since.is_none());
+    }
+
+    #[test]
+    fn links_added_and_removed_by_a_reload_come_and_go_from_the_metrics_and_status() {
+        let peers = ["Bona".to_string()];
+        let t = Telemetry::new("Bailey", &peers);
+        t.add_peer("Dalton");
+        let (text, _) = t.metrics_text();
+        for line in [
+            "herd_peer_up{peer=\"Dalton\"} 0",
+            "herd_sync_rounds_total{peer=\"Dalton\"} 0",
+            "herd_sync_bytes_total{direction=\"sent\",peer=\"Dalton\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        t.peer_up("Dalton", true);
+        assert!(t.snapshot().links["Dalton"].up);
+        t.forget_peer("Bona");
+        let (text, _) = t.metrics_text();
+        assert!(!text.contains("peer=\"Bona\""), "{text}");
+        assert!(text.contains("herd_peer_up{peer=\"Dalton\"} 1"), "{text}");
+        assert!(!t.snapshot().links.contains_key("Bona"));
     }
 
     #[test]

@@ -155,19 +155,26 @@ fn a_short_secret_is_refused_at_start_with_exit_2() {
     with_file.start("N");
 }
 
+/// Sends a HELLO as L and a wrong proof; expects the challenge, then the refusal.
+fn wrong_proof(c: &mut BufReader<TcpStream>, nonce: &str) {
+    c.get_mut()
+        .write_all(format!("HERD HELLO L N {nonce}\n").as_bytes())
+        .unwrap();
+    assert!(line(c).starts_with("HERD CHALLENGE "));
+    let bad = format!("HERD PROOF {}", "ab".repeat(32));
+    c.get_mut()
+        .write_all(format!("{bad}\n").as_bytes())
+        .unwrap();
+    assert_eq!(line(c), format!("? {bad}\n"));
+}
+
 #[test]
 fn refused_hellos_close_the_connection_and_then_the_source() {
-    let herd = node(false, "");
-    let refused = |c: &mut BufReader<TcpStream>, hello: &str| {
-        c.get_mut()
-            .write_all(format!("{hello}\n").as_bytes())
-            .unwrap();
-        assert_eq!(line(c), format!("? {hello}\n"));
-    };
+    let herd = node(true, "");
     // Per connection: the third refusal closes it.
     let mut c = connect(&herd.addr("N"));
     for i in 0..3 {
-        refused(&mut c, &format!("HERD HELLO Mallory N {i:02x}"));
+        wrong_proof(&mut c, &format!("{i:02x}"));
     }
     assert_eq!(
         line(&mut c),
@@ -178,14 +185,16 @@ fn refused_hellos_close_the_connection_and_then_the_source() {
         herd.log("N").contains("too many refused peer handshakes")
     });
 
-    // Per source: after 20 refusals in a minute, even a HELLO that would be welcome is refused.
+    // Per source: after 20 refusals in a minute, even a HELLO that would be welcome is refused
+    // at once, without a challenge.
     for i in 3..20 {
         let mut c = connect(&herd.addr("N"));
-        refused(&mut c, &format!("HERD HELLO Mallory N {i:02x}"));
+        wrong_proof(&mut c, &format!("{i:02x}"));
     }
     let log = herd.log_len("N");
     let mut c = connect(&herd.addr("N"));
-    refused(&mut c, "HERD HELLO L N 00ff");
+    c.get_mut().write_all(b"HERD HELLO L N 00ff\n").unwrap();
+    assert_eq!(line(&mut c), "? HERD HELLO L N 00ff\n");
     eventually(WAIT, "the source limit to be logged", || {
         herd.log_since("N", log)
             .contains("too many refused handshakes from this address")
@@ -193,6 +202,32 @@ fn refused_hellos_close_the_connection_and_then_the_source() {
     // Clients from that address are still served.
     let answer = herd.ask("N", b"IAMAT kiwi +1+2 3\n");
     assert!(answer.starts_with(b"AT N "), "{}", show(&answer));
+}
+
+#[test]
+fn a_server_this_node_does_not_link_to_yet_is_refused_without_locking_out_its_address() {
+    // What a server added to the herd meets at a node that has not reloaded its config: many
+    // more refusals than lock an address out, and the address is still let in afterwards.
+    for secret in [true, false] {
+        let herd = node(secret, "");
+        for i in 0..3 * 20 {
+            let mut c = connect(&herd.addr("N"));
+            for hello in [
+                format!("HERD HELLO Newcomer N {i:04x}"),
+                format!("HERD HELLO L Elsewhere {i:04x}"),
+            ] {
+                c.get_mut()
+                    .write_all(format!("{hello}\n").as_bytes())
+                    .unwrap();
+                assert_eq!(line(&mut c), format!("? {hello}\n"));
+            }
+        }
+        assert!(herd.log("N").contains("not counted against its address"));
+        assert!(!herd
+            .log("N")
+            .contains("too many refused handshakes from this address"));
+        link_as_l(&herd, secret);
+    }
 }
 
 /// A second connection claiming to be L does not replace L's healthy link: it is closed and

@@ -23,22 +23,8 @@ fn show(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }
 
-/// Runs `herd certs` for `herd`'s config.
 fn certs(herd: &Herd, out: &Path, names: &[&str], force: bool) -> std::process::Output {
-    let mut cmd = Command::new(HERD);
-    cmd.arg("certs")
-        .arg("--out")
-        .arg(out)
-        .arg("--config")
-        .arg(&herd.config)
-        .args(names)
-        .env_remove("HERD_SECRET")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    if force {
-        cmd.arg("--force");
-    }
-    cmd.output().unwrap()
+    herd.certs(out, names, force)
 }
 
 fn certs_ok(herd: &Herd, out: &Path, names: &[&str], force: bool) {
@@ -76,7 +62,7 @@ fn flooded(herd: &Herd, from: &str, to: &str, client: &str) {
 }
 
 #[test]
-fn herd_certs_writes_a_ca_and_named_certificates_and_keeps_an_existing_ca() {
+fn herd_certs_writes_a_ca_and_named_certificates_and_reuses_an_existing_ca() {
     let herd = Herd::new(&["Able", "Baker"], &[("Able", "Baker")], "");
     let dir = cert_dir(&herd);
     certs_ok(&herd, &dir, &["Able", "Baker"], false);
@@ -112,13 +98,54 @@ fn herd_certs_writes_a_ca_and_named_certificates_and_keeps_an_existing_ca() {
         .verify_is_valid_for_subject_name(&ip)
         .is_ok());
 
-    // An existing CA is kept unless --force.
+    // An existing CA is reused, never overwritten: only the named server's files are written,
+    // signed by it.
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
-    let out = certs(&herd, &dir, &["Able"], false);
+    let ca_key = std::fs::read(dir.join("ca.key")).unwrap();
+    let able = std::fs::read(dir.join("Able.pem")).unwrap();
+    let out = certs(&herd, &dir, &["Charlie"], false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("Charlie.pem") && listed.contains("Charlie.key"),
+        "{listed}"
+    );
+    assert!(!listed.contains("ca."), "{listed}");
+    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
+    assert_eq!(std::fs::read(dir.join("ca.key")).unwrap(), ca_key);
+    assert_eq!(std::fs::read(dir.join("Able.pem")).unwrap(), able);
+    let charlie = rustls::pki_types::CertificateDer::from_pem_slice(
+        &std::fs::read(dir.join("Charlie.pem")).unwrap(),
+    )
+    .unwrap();
+    assert!(herd::peer::tls::names(&charlie, "Charlie"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(&ca).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
+    verifier
+        .verify_client_cert(&charlie, &[], rustls::pki_types::UnixTime::now())
+        .expect("the new certificate chains to the existing CA");
+    // Half a CA is an error naming the missing half, and writes nothing.
+    let half = herd.dir.path().join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("ca.pem"), &ca).unwrap();
+    let out = certs(&herd, &half, &["Able"], false);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ca.pem") && err.contains("--force"), "{err}");
-    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
+    assert!(err.contains("ca.key") && err.contains("--force"), "{err}");
+    assert!(!half.join("Able.pem").exists());
+    // --force makes a new CA.
     certs_ok(&herd, &dir, &["Able"], true);
     assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
 

@@ -32,10 +32,15 @@
 //! listener that welcomes it without a proof, so a mixed herd fails closed.
 //!
 //! In every mode the listener refuses a HELLO that names another server as L, or a D that is
-//! not linked to L in the config. A refused line is answered like any invalid request (`? ...`)
-//! and logged. [`Attempts`] bounds how often that may happen: a connection is closed after
-//! [`PER_CONNECTION`] refused handshakes, and a source address with [`PER_SOURCE`] refusals
-//! in the last [`SOURCE_WINDOW`] is refused at once, without a challenge.
+//! not linked to L in its current config. A refused line is answered like any invalid request
+//! (`? ...`) and logged. [`Attempts`] bounds how often that may happen: a connection is closed
+//! after [`PER_CONNECTION`] refused handshakes, and a source address with [`PER_SOURCE`]
+//! refusals in the last [`SOURCE_WINDOW`] is refused at once, without a challenge. Only
+//! refusals that could be guesses count against the source (a wrong proof, a failed TLS
+//! handshake, a certificate naming another server, a plaintext or non-loopback HELLO the mode
+//! forbids): a HELLO naming an unlinked D or another L is refused before any challenge, tests
+//! nothing, and is what a server just added to the herd sends to nodes that have not reloaded
+//! their config yet, so it is not counted.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

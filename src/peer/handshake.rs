@@ -158,6 +158,12 @@ async fn dial_inner(
                 "the peer requires a herd secret and this node has none".into(),
             ))
         }
+        (Request::Invalid, _) => {
+            return Err(HandshakeError::Refused(format!(
+                "the peer answered {} (see its log: a node whose config does not link it to this server, say one not reloaded since this server was added, refuses so)",
+                Escaped(&reply)
+            )))
+        }
         _ => return Err(answered(&reply)),
     }
     Ok(Session {
@@ -218,14 +224,22 @@ pub async fn accept(
         tracing::warn!(peer = %Escaped(dialer.as_bytes()), remote = %l.remote, why, refused_from_source = count, "peer refused");
         invalid_answer(line)
     };
+    // A HELLO from a server this node does not link to, or naming another server as the
+    // listener, tests no secret and no certificate: it is what a server added to the herd (or
+    // moved) sends to nodes that have not reloaded their config yet. It is refused before any
+    // challenge and costs its source nothing, so the new server's address is never locked
+    // out and links up on its next dial after the reload.
+    let disagrees = if listener != l.me {
+        Some("HELLO names another server")
+    } else if !l.linked {
+        Some("not a server linked to this one in the current config")
+    } else {
+        None
+    };
     let why = if !l.attempts.allowed(source) {
         Some("too many refused handshakes from this address; try later")
     } else if l.tls_on && l.transport == Transport::Plain {
         Some("plaintext peer: this herd requires TLS on peer links")
-    } else if listener != l.me {
-        Some("HELLO names another server")
-    } else if !l.linked {
-        Some("not a server linked to this one")
     } else if l.transport
         == (Transport::Tls {
             names_dialer: false,
@@ -240,6 +254,12 @@ pub async fn accept(
     };
     if let Some(why) = why {
         writer.write_all(&refused(why, hello_line)).await?;
+        writer.flush().await?;
+        return Ok(Accepted::Refused);
+    }
+    if let Some(why) = disagrees {
+        tracing::info!(peer = %Escaped(dialer.as_bytes()), remote = %l.remote, why, "peer refused (not counted against its address: the two configs disagree, say while a server is added)");
+        writer.write_all(&invalid_answer(hello_line)).await?;
         writer.flush().await?;
         return Ok(Accepted::Refused);
     }

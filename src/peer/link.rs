@@ -33,6 +33,8 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::handshake::{dial, DialOptions, HandshakeError};
 use super::sync::{self, Answerer, Job, Pace, Round};
@@ -73,17 +75,28 @@ enum End {
     Replaced(Session),
 }
 
-/// Runs the link to `inbox.peer` until `shutdown`.
-pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) {
+/// Starts the actor of the link to `inbox.peer` in `tasks`.
+pub fn spawn(tasks: &TaskTracker, node: &Node, inbox: LinkInbox) {
+    let span = tracing::info_span!("link", peer = %inbox.peer);
+    tasks.spawn(run(node.clone(), inbox).instrument(span));
+}
+
+/// Runs the link to `inbox.peer` until the node stops or the config no longer links it.
+pub async fn run(node: Node, mut inbox: LinkInbox) {
+    let peer = inbox.peer.clone();
+    let stop = inbox.stop.clone();
+    keep_up(&node, &mut inbox, &stop).await;
+    // Still listed: the node is stopping. A link added again since has its own actor.
+    if !node.links().contains(&peer) {
+        tracing::info!(peer = %peer, "link removed: the config no longer links this server");
+        node.telemetry().forget_peer(&peer);
+    }
+}
+
+async fn keep_up(node: &Node, inbox: &mut LinkInbox, shutdown: &CancellationToken) {
     let peer = inbox.peer.clone();
     let me = node.name().to_owned();
     let cfg = node.config().peers.clone();
-    let addr = node
-        .config()
-        .servers
-        .get(&peer)
-        .cloned()
-        .unwrap_or_default();
     let backoff_min = Duration::from_millis(cfg.backoff_min_ms);
     let backoff_max = Duration::from_millis(cfg.backoff_max_ms.max(cfg.backoff_min_ms));
     let mut delay = backoff_min;
@@ -92,6 +105,8 @@ pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) 
         let session = match pending.take() {
             Some(s) => s,
             None => {
+                // Marks the address seen: a session dialled now ends only on a later change.
+                let addr = inbox.addr.borrow_and_update().clone();
                 let attempt = dial(
                     &me,
                     &peer,
@@ -115,6 +130,8 @@ pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) 
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
                                 Some(s) = inbox.inbound.recv() => pending = Some(s),
+                                // Moved: dial the new address now.
+                                Ok(()) = inbox.addr.changed() => delay = backoff_min,
                                 _ = tokio::time::sleep(wait) => {}
                             }
                             continue;
@@ -126,7 +143,7 @@ pub async fn run(node: Node, mut inbox: LinkInbox, shutdown: CancellationToken) 
         delay = backoff_min;
         tracing::info!(peer = %peer, dialer = %session.dialer, addr = %session.addr, "link up");
         node.telemetry().peer_up(&peer, true);
-        match run_session(&node, session, &mut inbox, &shutdown).await {
+        match run_session(node, session, inbox, shutdown).await {
             End::Shutdown => return,
             End::Replaced(next) => {
                 tracing::info!(peer = %peer, dialer = %next.dialer, "link replaced by a newer connection");
@@ -194,6 +211,8 @@ async fn run_session(
         liveness,
         ..
     } = session;
+    // A connection this side dialled goes to the peer's old address once the config moves it.
+    let dialled = dialer == node.name();
     let (questions_tx, mut questions) = mpsc::channel(16);
     let (answers_tx, mut answers) = mpsc::channel(16);
     // Whether a round of ours is open: records that arrive meanwhile count as sync traffic.
@@ -257,6 +276,11 @@ async fn run_session(
         };
         tokio::select! {
             _ = shutdown.cancelled() => break 'session End::Shutdown,
+            Ok(()) = inbox.addr.changed(), if dialled => {
+                let addr = inbox.addr.borrow().clone();
+                tracing::info!(peer = %peer, addr = %addr, "the peer's address changed; dialling it there");
+                break 'session End::Dropped(format!("the peer moved to {addr}"));
+            }
             Some(next) = inbox.inbound.recv() => {
                 if replaces(&dialer, &liveness, &next, cfg) {
                     break 'session End::Replaced(next);
@@ -516,10 +540,10 @@ async fn read_peer(
         }
         match request {
             Request::At(report) => {
-                if !node.config().servers.contains_key(&report.server) {
-                    tracing::warn!(peer = %peer, server = %Escaped(report.server.as_bytes()), "dropping a report that names no server of the herd");
-                    continue;
-                }
+                // The server named is where the client reported, not who sent the line: a report
+                // received by a server since removed from the herd (or added to it, before this
+                // node reloads its config) is stored and flooded like any other, so the herd
+                // keeps converging while its membership changes.
                 let max_ahead = node.config().limits.max_future_secs;
                 if report.timestamp.too_far_ahead(Timestamp::now(), max_ahead) {
                     if let Some(refused) = telemetry.refused(Refusal::Future, Some(&peer)) {

@@ -1,13 +1,15 @@
 //! Links between servers: authenticated connections that carry flooded reports and
 //! anti-entropy syncs.
 //!
-//! Each linked server has one [`link`] actor for the life of the node. It owns the bounded
-//! queue of reports to send there and at most one live connection, which it either dials
+//! Each linked server has one [`link`] actor while the config links it to this node (a
+//! reload of the config adds and removes actors, and moves one to a new address, leaving the
+//! others alone). It owns the bounded queue of reports to send there and at most one live
+//! connection, which it either dials
 //! itself (with capped, jittered exponential backoff) or receives from the client loop after
 //! the peer dialled in and passed the [`handshake`]. When both sides dial at once, both keep
 //! the connection dialled by the server whose name sorts first, so one link survives.
 //!
-//! A slow or dead link never blocks anyone: [`Links::forward`] only ever `try_send`s, and a
+//! A slow or dead link never blocks anyone: [`Links::flood`] only ever `try_send`s, and a
 //! full queue (by count or by bytes) drops the report (counted and logged); the next sync
 //! repairs the gap.
 //!
@@ -26,7 +28,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -139,18 +141,27 @@ struct Handle {
     queued: Arc<AtomicUsize>,
     inbound: mpsc::Sender<Session>,
     dropped: AtomicU64,
+    /// The address the actor dials.
+    addr: watch::Sender<String>,
+    /// Ends the actor: the node stops, or the peer was removed from the config.
+    stop: CancellationToken,
 }
 
-/// The sending ends of every link of this node, its TLS settings and its count of refused
-/// handshakes. Built once at start-up.
+/// This node's links (one per linked server: the sending ends to its actor), its TLS settings
+/// and its count of refused handshakes. The set of links changes only when the config is
+/// reloaded ([`Links::add`], [`Links::remove`], [`Links::readdress`]).
 pub struct Links {
-    handles: HashMap<String, Handle>,
+    /// Taken briefly, never across an `.await`: reports are flooded under the read lock.
+    handles: RwLock<HashMap<String, Handle>>,
+    capacity: usize,
     /// The AT lines this node flooded last: each is flooded once, by whichever comes first,
     /// a link's reader or the store's writer.
     flooded: Seen,
     max_bytes: usize,
     tls: Option<Arc<tls::Tls>>,
     attempts: auth::Attempts,
+    /// The node's stop token: every link's is a child of it.
+    stop: CancellationToken,
 }
 
 /// The receiving ends of one link, handed to its actor.
@@ -161,47 +172,113 @@ pub struct LinkInbox {
     /// Bytes in `queue`: subtract what is taken out.
     pub queued: Arc<AtomicUsize>,
     pub inbound: mpsc::Receiver<Session>,
+    /// The peer's address, which a config reload may change.
+    pub addr: watch::Receiver<String>,
+    /// Cancelled when the node stops or the peer is removed from the config.
+    pub stop: CancellationToken,
 }
 
 impl Links {
-    /// Creates a queue of `capacity` reports and at most `max_bytes` bytes per peer; links use
-    /// `tls` when it is set.
+    /// Creates the links to `peers` (name and address), each with a queue of `capacity`
+    /// reports and at most `max_bytes` bytes; links use `tls` when it is set and stop with
+    /// `stop`.
     pub fn new<'a>(
-        peers: impl IntoIterator<Item = &'a String>,
+        peers: impl IntoIterator<Item = (&'a String, &'a String)>,
         capacity: usize,
         max_bytes: usize,
         tls: Option<Arc<tls::Tls>>,
+        stop: CancellationToken,
     ) -> (Links, Vec<LinkInbox>) {
-        let mut handles = HashMap::new();
-        let mut inboxes = Vec::new();
-        for peer in peers {
-            let (queue_tx, queue_rx) = mpsc::channel(capacity);
-            let (inbound_tx, inbound_rx) = mpsc::channel(4);
-            let queued = Arc::new(AtomicUsize::new(0));
-            handles.insert(
-                peer.clone(),
-                Handle {
-                    queue: queue_tx,
-                    queued: Arc::clone(&queued),
-                    inbound: inbound_tx,
-                    dropped: AtomicU64::new(0),
-                },
-            );
-            inboxes.push(LinkInbox {
-                peer: peer.clone(),
-                queue: queue_rx,
-                queued,
-                inbound: inbound_rx,
-            });
-        }
         let links = Links {
-            handles,
+            handles: RwLock::new(HashMap::new()),
+            capacity,
             flooded: Seen::default(),
             max_bytes,
             tls,
             attempts: auth::Attempts::default(),
+            stop,
         };
+        let inboxes = peers
+            .into_iter()
+            .filter_map(|(peer, addr)| links.add(peer, addr))
+            .collect();
         (links, inboxes)
+    }
+
+    fn handles(&self) -> RwLockReadGuard<'_, HashMap<String, Handle>> {
+        // The map is only ever swapped whole entries at a time: a panic cannot leave it torn.
+        self.handles.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn handles_mut(&self) -> RwLockWriteGuard<'_, HashMap<String, Handle>> {
+        self.handles.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a link to `peer` at `addr`; returns the inbox for its actor to run, or `None` if
+    /// there is one already.
+    pub fn add(&self, peer: &str, addr: &str) -> Option<LinkInbox> {
+        let mut handles = self.handles_mut();
+        if handles.contains_key(peer) {
+            return None;
+        }
+        let (queue_tx, queue_rx) = mpsc::channel(self.capacity);
+        let (inbound_tx, inbound_rx) = mpsc::channel(4);
+        let (addr_tx, addr_rx) = watch::channel(addr.to_owned());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let stop = self.stop.child_token();
+        handles.insert(
+            peer.to_owned(),
+            Handle {
+                queue: queue_tx,
+                queued: Arc::clone(&queued),
+                inbound: inbound_tx,
+                dropped: AtomicU64::new(0),
+                addr: addr_tx,
+                stop: stop.clone(),
+            },
+        );
+        Some(LinkInbox {
+            peer: peer.to_owned(),
+            queue: queue_rx,
+            queued,
+            inbound: inbound_rx,
+            addr: addr_rx,
+            stop,
+        })
+    }
+
+    /// Removes the link to `peer`: its actor closes the connection and stops, and reports
+    /// still queued for it are dropped. Returns whether there was one.
+    pub fn remove(&self, peer: &str) -> bool {
+        let removed = self.handles_mut().remove(peer);
+        if let Some(handle) = &removed {
+            handle.stop.cancel();
+        }
+        removed.is_some()
+    }
+
+    /// Gives the link to `peer` a new address: a connection it dialled to the old one is
+    /// closed, and the next dial goes to `addr`. Returns whether there is such a link.
+    pub fn readdress(&self, peer: &str, addr: &str) -> bool {
+        match self.handles().get(peer) {
+            Some(handle) => {
+                handle.addr.send_replace(addr.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether this node has a link to `peer`.
+    pub fn contains(&self, peer: &str) -> bool {
+        self.handles().contains_key(peer)
+    }
+
+    /// The servers this node links to, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self.handles().keys().cloned().collect();
+        peers.sort();
+        peers
     }
 
     /// The TLS settings peer links use, if `[tls]` is configured.
@@ -214,27 +291,26 @@ impl Links {
         &self.attempts
     }
 
-    /// Queues `line`, a report's AT line with its newline, for every linked peer but `from`,
-    /// unless this node flooded that line already (as far as it remembers); returns whether it
-    /// did. Flooding a line twice would be harmless (the second copy is stale everywhere), and
-    /// never flooding one would be repaired by anti-entropy; once is what keeps floods cheap.
+    /// Queues `line`, a report's AT line with its newline, for every link but the one it came
+    /// from (see [`forward_targets`]), without waiting, unless this node flooded that line
+    /// already (as far as it remembers); returns whether it did. Flooding a line twice would
+    /// be harmless (the second copy is stale everywhere), and never flooding one would be
+    /// repaired by anti-entropy; once is what keeps floods cheap. A full queue drops it.
     pub fn flood(&self, line: &Bytes, from: Option<&str>) -> bool {
         let at_line = line.slice(..line.len().saturating_sub(1));
         if !self.flooded.first_sight(&at_line) {
             return false;
         }
-        for peer in forward_targets(self.handles.keys(), from) {
-            self.forward(peer, line);
+        let handles = self.handles();
+        for peer in forward_targets(handles.keys(), from) {
+            self.forward_to(peer, &handles[peer], line);
         }
         true
     }
 
-    /// Queues a report's AT line (with its newline) for `peer` without waiting; drops it if the
-    /// queue is full.
-    pub fn forward(&self, peer: &str, line: &Bytes) {
-        let Some(handle) = self.handles.get(peer) else {
-            return;
-        };
+    /// Queues `line` for `peer` without waiting; drops it if the queue is full (by count or
+    /// by bytes).
+    fn forward_to(&self, peer: &str, handle: &Handle, line: &Bytes) {
         let size = line.len();
         let over = handle.queued.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes;
         if over || handle.queue.try_send(line.clone()).is_err() {
@@ -250,10 +326,12 @@ impl Links {
         }
     }
 
-    /// Gives an authenticated inbound connection to `peer`'s link actor.
+    /// Gives an authenticated inbound connection to `peer`'s link actor (or closes it, if the
+    /// peer's link was removed meanwhile).
     pub async fn hand_over(&self, session: Session) {
-        if let Some(handle) = self.handles.get(&session.peer) {
-            let _ = handle.inbound.send(session).await;
+        let inbound = self.handles().get(&session.peer).map(|h| h.inbound.clone());
+        if let Some(inbound) = inbound {
+            let _ = inbound.send(session).await;
         }
     }
 }

@@ -13,9 +13,10 @@
 //! certificate of Bona cannot pose as Clark. A plaintext `HERD HELLO` is refused and logged.
 //! With TLS on, the herd secret is optional; if set, it is proven inside TLS as well.
 //!
-//! **Rotation.** On SIGHUP the files are read again. If they are good, new links use them
-//! and every link made under the old ones is closed and made again (the link actors redial);
-//! if not, the error is logged and the old certificates stay in use.
+//! **Rotation.** On SIGHUP (see [`crate::membership`]) the files are read again if their
+//! contents changed. If they are good, new links use them and every link made under the old
+//! ones is closed and made again (the link actors redial); if not, the error is logged and the
+//! old certificates stay in use. Unchanged files leave every link alone.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -52,6 +53,8 @@ pub struct Tls {
 }
 
 struct Loaded {
+    /// A hash of the files these were read from, to tell whether they changed since.
+    files: [u8; 32],
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     /// Cancelled when these certificates are replaced: every session made with them ends.
@@ -71,11 +74,7 @@ impl Tls {
         let Some(dir) = &config.tls_dir else {
             return Ok(None);
         };
-        for name in config.servers.keys() {
-            server_name(name).map_err(|why| {
-                Error::config(&config.source, format!("servers.{name}: with [tls], {why}"))
-            })?;
-        }
+        check_names(config)?;
         let loaded = read(dir, me)?;
         Ok(Some(Arc::new(Tls {
             dir: dir.clone(),
@@ -84,12 +83,22 @@ impl Tls {
         })))
     }
 
-    /// Reads the files again; on success new links use them and old ones are closed.
-    pub fn reload(&self) -> Result<()> {
+    /// Reads the files again if they changed since they were last read; if they did and they
+    /// load, new links use them and old ones are closed. Returns whether they were reloaded.
+    pub fn reload_if_changed(&self) -> Result<bool> {
+        let files = fingerprint(&self.dir, &self.me)?;
+        if self.current.read().expect("not poisoned").files == files {
+            return Ok(false);
+        }
         let loaded = read(&self.dir, &self.me)?;
         let old = std::mem::replace(&mut *self.current.write().expect("not poisoned"), loaded);
         old.generation.cancel();
-        Ok(())
+        Ok(true)
+    }
+
+    /// The directory the certificates are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The acceptor for inbound links, and the token that ends sessions made with it.
@@ -103,6 +112,38 @@ impl Tls {
         let c = self.current.read().expect("not poisoned");
         (c.connector.clone(), c.generation.clone())
     }
+}
+
+/// Checks that a certificate can name every server of `config`.
+pub fn check_names(config: &Config) -> Result<()> {
+    for name in config.servers.keys() {
+        server_name(name).map_err(|why| {
+            Error::config(&config.source, format!("servers.{name}: with [tls], {why}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// The three files a node's TLS is read from: the CA, its certificate and its key.
+fn files(dir: &Path, me: &str) -> [PathBuf; 3] {
+    [
+        dir.join("ca.pem"),
+        dir.join(format!("{me}.pem")),
+        dir.join(format!("{me}.key")),
+    ]
+}
+
+/// A SHA-256 over the contents of the three files (each preceded by its length).
+fn fingerprint(dir: &Path, me: &str) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for path in files(dir, me) {
+        let bytes =
+            std::fs::read(&path).map_err(|e| file_error(&path, format!("cannot read: {e}")))?;
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    Ok(hash.finalize().into())
 }
 
 fn file_error(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -132,20 +173,24 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
         .map_err(|e| file_error(path, format!("not a PEM private key: {e}")))
 }
 
-fn read(dir: &Path, me: &str) -> Result<Loaded> {
-    let ca_path = dir.join("ca.pem");
-    let cert_path = dir.join(format!("{me}.pem"));
-    let key_path = dir.join(format!("{me}.key"));
-    let ca = read_certs(&ca_path)?;
-    let chain = read_certs(&cert_path)?;
-    let key = read_key(&key_path)?;
+/// The CA certificates in `ca_pem`, as the roots a peer's certificate must chain to.
+fn roots_of(ca_pem: &Path) -> Result<Arc<RootCertStore>> {
     let mut roots = RootCertStore::empty();
-    for cert in ca {
+    for cert in read_certs(ca_pem)? {
         roots
             .add(cert)
-            .map_err(|e| file_error(&ca_path, format!("not a usable CA certificate: {e}")))?;
+            .map_err(|e| file_error(ca_pem, format!("not a usable CA certificate: {e}")))?;
     }
-    let roots = Arc::new(roots);
+    Ok(Arc::new(roots))
+}
+
+fn read(dir: &Path, me: &str) -> Result<Loaded> {
+    // Taken first: files replaced while they are read are read again on the next reload.
+    let files = fingerprint(dir, me)?;
+    let [ca_path, cert_path, key_path] = self::files(dir, me);
+    let roots = roots_of(&ca_path)?;
+    let chain = read_certs(&cert_path)?;
+    let key = read_key(&key_path)?;
     let leaf = chain.first().expect("checked non-empty");
     if !names(leaf, me) {
         tracing::warn!(file = %cert_path.display(), server = me, "this certificate does not name this server; peers will refuse it");
@@ -177,6 +222,7 @@ fn read(dir: &Path, me: &str) -> Result<Loaded> {
             )
         })?;
     Ok(Loaded {
+        files,
         acceptor: TlsAcceptor::from(Arc::new(server)),
         connector: TlsConnector::from(Arc::new(client)),
         generation: CancellationToken::new(),
@@ -190,26 +236,6 @@ pub fn names(cert: &CertificateDer<'_>, name: &str) -> bool {
     };
     webpki::EndEntityCert::try_from(cert)
         .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
-}
-
-/// Reloads the certificates on every SIGHUP until `stop`.
-pub async fn reload_on_sighup(tls: Arc<Tls>, stop: CancellationToken) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = hup.recv() => match tls.reload() {
-                Ok(()) => tracing::info!(dir = %tls.dir.display(), "TLS certificates reloaded; re-establishing peer links"),
-                Err(e) => tracing::error!(error = %e, "cannot reload the TLS certificates; keeping the old ones"),
-            },
-        }
-    }
 }
 
 /// Serves a connection whose first byte is a TLS record: the listener's side of a TLS peer
@@ -343,18 +369,23 @@ pub struct CertsArgs {
     pub names: Vec<String>,
 }
 
-/// Writes the CA and the certificates; returns the files written. A name the config does not
-/// list gets a certificate naming only itself.
+/// Writes the certificates of the named servers, signed by the CA in `args.out` if there is
+/// one (`ca.pem` with `ca.key`, as an earlier `herd certs` wrote them), else by a new CA, which
+/// is written too; `--force` makes a new CA even if one is there. Returns the files written. A
+/// name the config does not list gets a certificate naming only itself.
 pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
     let config = Config::load(args.config.as_deref())?;
     let ca_pem = args.out.join("ca.pem");
     let ca_key = args.out.join("ca.key");
-    for existing in [&ca_pem, &ca_key] {
-        if existing.exists() && !args.force {
-            return Err(file_error(
-                existing,
-                "a CA is already there; pass --force to replace it (certificates it signed will no longer be accepted)",
-            ));
+    let reuse = !args.force && (ca_pem.exists() || ca_key.exists());
+    if reuse {
+        for needed in [&ca_pem, &ca_key] {
+            if !needed.exists() {
+                return Err(file_error(
+                    needed,
+                    "missing: a CA needs both ca.pem and ca.key (pass --force to make a new CA; certificates the old one signed will no longer be accepted)",
+                ));
+            }
         }
     }
     let mut sans = Vec::new();
@@ -380,23 +411,20 @@ pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Error::io(format!("create {}", args.out.display()), e))?;
-    let gen_err = |e: rcgen::Error| Error::io("generate a certificate", std::io::Error::other(e));
-    let ca_keys = rcgen::KeyPair::generate().map_err(gen_err)?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "herd development CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
     let (not_before, not_after) = validity();
-    ca_params.not_before = not_before;
-    ca_params.not_after = not_after;
-    let ca = ca_params.self_signed(&ca_keys).map_err(gen_err)?;
-    let mut written = Vec::new();
+    let (ca, ca_keys) = if reuse {
+        existing_ca(&ca_pem, &ca_key)?
+    } else {
+        let keys = rcgen::KeyPair::generate().map_err(gen_err)?;
+        let mut params = ca_params()?;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        (params.self_signed(&keys).map_err(gen_err)?, keys)
+    };
+    // Every certificate is made before any file is written, and with a reused CA checked to
+    // chain to the ca.pem on disk, so a CA that cannot sign for the herd changes nothing.
+    let verifier = reuse.then(|| verifier_of(&ca_pem)).transpose()?;
+    let mut issued = Vec::new();
     for (name, names) in sans {
         let keys = rcgen::KeyPair::generate().map_err(gen_err)?;
         let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
@@ -410,16 +438,71 @@ pub fn certs(args: &CertsArgs) -> Result<Vec<PathBuf>> {
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.signed_by(&keys, &ca, &ca_keys).map_err(gen_err)?;
+        if let Some(verifier) = &verifier {
+            verifier
+                .verify_client_cert(cert.der(), &[], rustls::pki_types::UnixTime::now())
+                .map_err(|e| {
+                    file_error(
+                        &ca_pem,
+                        format!("a certificate signed with {} does not chain to it ({e}); only a CA made by herd certs can be reused (pass --force to make a new one)", ca_key.display()),
+                    )
+                })?;
+        }
+        issued.push((name, cert, keys));
+    }
+    let mut written = Vec::new();
+    for (name, cert, keys) in issued {
         let pem = args.out.join(format!("{name}.pem"));
         let key = args.out.join(format!("{name}.key"));
         write_file(&pem, cert.pem().as_bytes(), 0o644)?;
         write_file(&key, keys.serialize_pem().as_bytes(), 0o600)?;
         written.extend([pem, key]);
     }
-    write_file(&ca_key, ca_keys.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&ca_pem, ca.pem().as_bytes(), 0o644)?;
-    written.extend([ca_pem, ca_key]);
+    if !reuse {
+        write_file(&ca_key, ca_keys.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&ca_pem, ca.pem().as_bytes(), 0o644)?;
+        written.extend([ca_pem, ca_key]);
+    }
     Ok(written)
+}
+
+fn gen_err(e: rcgen::Error) -> Error {
+    Error::io("generate a certificate", std::io::Error::other(e))
+}
+
+/// The herd's development CA: its name and what it may sign.
+fn ca_params() -> Result<rcgen::CertificateParams> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "herd development CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// The CA `herd certs` wrote earlier, as an issuer: its key from `ca.key`, and its name, which
+/// is the herd CA's (a certificate's issuer is the CA's name and key, nothing else of it).
+fn existing_ca(ca_pem: &Path, ca_key: &Path) -> Result<(rcgen::Certificate, rcgen::KeyPair)> {
+    read_certs(ca_pem)?;
+    let pem = std::fs::read_to_string(ca_key)
+        .map_err(|e| file_error(ca_key, format!("cannot read: {e}")))?;
+    let keys = rcgen::KeyPair::from_pem(&pem)
+        .map_err(|e| file_error(ca_key, format!("not a usable CA key: {e}")))?;
+    let issuer = ca_params()?.self_signed(&keys).map_err(gen_err)?;
+    Ok((issuer, keys))
+}
+
+/// What a listener checks a dialer's certificate with, for the CA in `ca_pem`.
+fn verifier_of(ca_pem: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiClientVerifier::builder_with_provider(roots_of(ca_pem)?, provider)
+        .build()
+        .map_err(|e| file_error(ca_pem, e))
 }
 
 /// Valid from a day ago (clocks differ) for ten years.

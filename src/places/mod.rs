@@ -41,7 +41,7 @@ use offline::Offline;
 use upstream::{Upstream, API_KEY_ENV};
 
 /// `[places]` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlacesConfig {
     /// `"offline"`, `"google"` or `"google-new"`.

@@ -348,6 +348,24 @@ pub use herd::bench::rss_kib;
 // Helpers for byte-exact protocol checks, peer links and restarts.
 
 impl Herd {
+    /// Runs `herd certs --out OUT NAMES...` (with `--force` if asked) for this herd's config.
+    pub fn certs(&self, out: &Path, names: &[&str], force: bool) -> std::process::Output {
+        let mut cmd = Command::new(HERD);
+        cmd.arg("certs")
+            .arg("--out")
+            .arg(out)
+            .arg("--config")
+            .arg(&self.config)
+            .args(names)
+            .env_remove("HERD_SECRET")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    }
+
     /// Starts `name` with extra environment variables (say, its own `HERD_SECRET`).
     pub fn start_with_env(&mut self, name: &str, env: &[(&str, &str)]) {
         let mut cmd = self.command(name);
