@@ -437,6 +437,16 @@ async fn read_peer(
         }
         match request {
             Request::At(report) => {
+                // A flooded report's age; one sent by a sync round may be as old as its record.
+                if sync_bytes == 0 {
+                    // A negative age (the clocks of the two servers differ) is not counted.
+                    let age = report.received().and_then(|at| {
+                        u64::try_from(Timestamp::now().as_nanos() - at.as_nanos()).ok()
+                    });
+                    if let Some(nanos) = age {
+                        telemetry.flooded(Duration::from_nanos(nanos));
+                    }
+                }
                 if !node.config().servers.contains_key(&report.server) {
                     tracing::warn!(peer = %peer, server = %Escaped(report.server.as_bytes()), "dropping a report that names no server of the herd");
                     continue;
