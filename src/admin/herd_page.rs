@@ -11,7 +11,9 @@
 //! `svg#topology` with one `g.server` per server (`data-server`, `data-state`: its state, or
 //! `unreachable`) and one `line.link` per link (`data-a`, `data-b`, `data-state="up|down|unknown"`);
 //! one `tr.server` per server (`data-server`, with `td.records` and one `span.link` per link,
-//! `data-peer` and `data-state`); one `figure.plot` per plot (`data-plot`).
+//! `data-peer` and `data-state`); one `figure.plot` per plot (`data-plot`), in which each
+//! server's line is an SVG `polyline` of `stroke-width="2"` in the server's colour (the
+//! first server's is `#1F77B4`).
 
 use std::f64::consts::PI;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -360,8 +362,10 @@ pub fn plot(title: &str, series: &[Series]) -> Result<String, String> {
                     .map_err(err)?;
                 if j == 0 {
                     labelled = true;
+                    // The legend's swatch is thicker than the lines, so that every line of
+                    // width 2 is a server's.
                     drawn.label(name.as_str()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
+                        PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(4))
                     });
                 }
             }
