@@ -201,9 +201,9 @@ fn topology(view: &View<'_>) -> Markup {
                 @let state = state_of(name);
                 @let (x, y) = at(name);
                 g.server data-server=(name) data-state=(state) {
-                    circle cx=(fmt1(x)) cy=(fmt1(y)) r="30" fill="#fff"
+                    circle cx=(fmt1(x)) cy=(fmt1(y)) r="34" fill="#fff"
                         stroke=(colour(&state)) stroke-width="3" {}
-                    text x=(fmt1(x)) y=(fmt1(y + 4.0)) text-anchor="middle" font-size="12"
+                    text x=(fmt1(x)) y=(fmt1(y + 4.0)) text-anchor="middle" font-size="11"
                         font-family="system-ui, sans-serif" { (name) }
                 }
             }
@@ -348,7 +348,7 @@ pub fn plot(title: &str, series: &[Series]) -> Result<String, String> {
             .x_labels(5)
             .y_labels(4)
             .x_desc("minutes ago")
-            .x_label_formatter(&|x| format!("{:.0}", -x))
+            .x_label_formatter(&|x| minutes_ago(-x, -earliest))
             .label_style(("sans-serif", 11))
             .light_line_style(RGBColor(238, 238, 238))
             .draw()
@@ -357,9 +357,16 @@ pub fn plot(title: &str, series: &[Series]) -> Result<String, String> {
         for (i, (name, runs)) in series.iter().enumerate() {
             let colour = LINE_COLOURS[i % LINE_COLOURS.len()];
             for (j, run) in runs.iter().enumerate() {
-                let drawn = chart
-                    .draw_series(LineSeries::new(run.iter().copied(), colour.stroke_width(2)))
-                    .map_err(err)?;
+                // A lone value between gaps is a dot: a line needs two.
+                let drawn = if run.len() == 1 {
+                    chart
+                        .draw_series(run.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                        .map_err(err)?
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(run.iter().copied(), colour.stroke_width(2)))
+                        .map_err(err)?
+                };
                 if j == 0 {
                     labelled = true;
                     // The legend's swatch is thicker than the lines, so that every line of
@@ -383,6 +390,17 @@ pub fn plot(title: &str, series: &[Series]) -> Result<String, String> {
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// An x-axis label: `minutes` ago, in a plot spanning `span` minutes.
+fn minutes_ago(minutes: f64, span: f64) -> String {
+    if minutes < 0.01 {
+        "now".to_owned()
+    } else if span < 3.0 {
+        format!("{minutes:.1}")
+    } else {
+        format!("{minutes:.0}")
+    }
 }
 
 #[cfg(test)]
@@ -499,6 +517,16 @@ mod tests {
         );
         assert_eq!(acks[0].1.len(), 2);
         assert!(page.contains("<polyline"), "{page}");
+        let ack_plot = &page[page.find("data-plot=\"ack\"").unwrap()..];
+        let ack_plot = &ack_plot[..ack_plot.find("</figure>").unwrap()];
+        assert_eq!(
+            ack_plot.matches("<circle").count(),
+            2,
+            "lone values are dots"
+        );
+        assert_eq!(minutes_ago(0.0, 1.0), "now");
+        assert_eq!(minutes_ago(0.5, 1.0), "0.5");
+        assert_eq!(minutes_ago(12.0, 15.0), "12");
         assert_eq!(page.matches("<figure class=\"plot\"").count(), 4);
     }
 }
