@@ -71,6 +71,37 @@ fn browse(browser: &Path, profile: &Path, args: &[&str], url: &str) -> String {
     reader.join().unwrap()
 }
 
+/// Takes a `size` screenshot of `url` as `dir/name` and checks it is a PNG; with
+/// `HERD_UPDATE_SCREENSHOT` set it replaces `docs/name`, the one the README shows.
+fn screenshot(
+    browser: &Path,
+    profile: &Path,
+    url: &str,
+    (width, height): (u32, u32),
+    dir: &Path,
+    name: &str,
+) {
+    let shot = dir.join(name);
+    browse(
+        browser,
+        profile,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            &format!("--window-size={width},{height}"),
+            "--hide-scrollbars",
+        ],
+        url,
+    );
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+    if std::env::var_os("HERD_UPDATE_SCREENSHOT").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join(name);
+        std::fs::copy(&shot, docs).unwrap();
+    }
+}
+
 #[test]
 fn the_status_page_in_headless_chromium() {
     let Some(browser) = chromium() else {
@@ -140,23 +171,14 @@ fn the_status_page_in_headless_chromium() {
         "{dom}"
     );
 
-    let shot = herd.dir.path().join("status.png");
-    browse(
+    screenshot(
         &browser,
         profile.path(),
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1100,900",
-            "--hide-scrollbars",
-        ],
         &url,
+        (1100, 900),
+        herd.dir.path(),
+        "status.png",
     );
-    let png = std::fs::read(&shot).expect("a screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
-    if std::env::var_os("HERD_UPDATE_SCREENSHOT").is_some() {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status.png");
-        std::fs::copy(&shot, docs).unwrap();
-    }
 }
 
 /// The points of every polyline in `svg` drawn with `stroke` at width 2 (a server's line in a
@@ -324,21 +346,12 @@ fn the_herd_page_in_headless_chromium() {
         "{topology}"
     );
 
-    let shot = herd.dir.path().join("herd.png");
-    browse(
+    screenshot(
         &browser,
         profile.path(),
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1280,1300",
-            "--hide-scrollbars",
-        ],
         &url,
+        (1280, 1300),
+        herd.dir.path(),
+        "herd.png",
     );
-    let png = std::fs::read(&shot).expect("a screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
-    if std::env::var_os("HERD_UPDATE_SCREENSHOT").is_some() {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/herd.png");
-        std::fs::copy(&shot, docs).unwrap();
-    }
 }

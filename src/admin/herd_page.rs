@@ -18,17 +18,14 @@
 use std::f64::consts::PI;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup, PreEscaped};
 use plotters::prelude::*;
 
 use super::history::Sample;
-use super::status::{ago, STYLE};
+use super::html::{ago, document, REFRESH_SECS};
 use super::summary::{Fetched, Summary};
 use super::verdict::Verdict;
 use crate::config::Config;
-
-/// Seconds between refreshes.
-pub const REFRESH_SECS: u64 = 5;
 
 /// What the page is made of.
 pub struct View<'a> {
@@ -93,55 +90,44 @@ pub fn render(view: &View<'_>) -> String {
     let word = verdict.word().as_str();
     let lines = verdict.lines();
     let servers = view.config.servers.len();
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="refresh" content=(REFRESH_SECS);
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "herd: " (servers) " servers, as " (view.me) " sees them" }
-                style { (PreEscaped(STYLE)) (PreEscaped(HERD_STYLE)) }
-            }
-            body {
-                h1 { "herd: " (servers) " servers, as " span #me { (view.me) } " sees them" }
-                p.meta {
-                    "from " (view.me) "'s config; each server's part is its own "
-                    a href=(super::summary::PATH) { (super::summary::PATH) }
-                    ", asked for just now · this page refreshes every " (REFRESH_SECS) " s · "
-                    a href="/status" { "this node's status" }
-                }
-                div #verdict .(word) data-verdict=(word) {
-                    p.word { (lines[0]) }
-                    @if lines.len() > 1 {
-                        ul {
-                            @for line in &lines[1..] { li { (line.trim_start()) } }
-                        }
-                    }
-                }
-                div.side {
-                    (topology(view))
-                    (servers_table(view))
-                }
-                h2 { "The last minutes, as each server saw them" }
-                div.plots {
-                    @for (key, title, pick) in PLOTS {
-                        figure.plot data-plot=(key) {
-                            (PreEscaped(plot_or_note(title, &series(view, *pick))))
-                        }
-                    }
-                }
-                p.meta {
-                    "acknowledgement: an IAMAT's arrival to its answer being ready (stored, durably as \
-                     configured); flood: a report's age when it arrives from a peer (the receiving \
-                     server's clock minus the first server's receipt); fsync: one flush of the \
-                     store to disk. Means over each " (super::history::SAMPLE_EVERY.as_secs())
-                    " s interval."
+    let title = format!("herd: {servers} servers, as {} sees them", view.me);
+    let body = html! {
+        h1 { "herd: " (servers) " servers, as " span #me { (view.me) } " sees them" }
+        p.meta {
+            "from " (view.me) "'s config; each server's part is its own "
+            a href=(super::summary::PATH) { (super::summary::PATH) }
+            ", asked for just now · this page refreshes every " (REFRESH_SECS) " s · "
+            a href="/status" { "this node's status" }
+        }
+        div #verdict .(word) data-verdict=(word) {
+            p.word { (lines[0]) }
+            @if lines.len() > 1 {
+                ul {
+                    @for line in &lines[1..] { li { (line.trim_start()) } }
                 }
             }
         }
-    }
-    .into_string()
+        div.side {
+            (topology(view))
+            (servers_table(view))
+        }
+        h2 { "The last minutes, as each server saw them" }
+        div.plots {
+            @for (key, title, pick) in PLOTS {
+                figure.plot data-plot=(key) {
+                    (PreEscaped(plot_or_note(title, &series(view, *pick))))
+                }
+            }
+        }
+        p.meta {
+            "acknowledgement: an IAMAT's arrival to its answer being ready (stored, durably as \
+             configured); flood: a report's age when it arrives from a peer (the receiving \
+             server's clock minus the first server's receipt); fsync: one flush of the \
+             store to disk. Means over each " (super::history::SAMPLE_EVERY.as_secs())
+            " s interval."
+        }
+    };
+    document(&title, HERD_STYLE, body)
 }
 
 const HERD_STYLE: &str = "#verdict{padding:.4em 1em;margin-bottom:1em;border-left:.4em solid}\

@@ -31,6 +31,7 @@
 
 mod herd_page;
 pub mod history;
+mod html;
 mod slots;
 mod status;
 pub mod summary;

@@ -8,15 +8,14 @@
 //! `tr.link` per link with `data-peer` and `data-state="up|down"`, `#cache-rate`, and one
 //! `tr.report` per recent report.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup};
+
+use super::html::{ago, document, utc, REFRESH_SECS};
 
 use crate::node::Node;
 use crate::telemetry::{Health, RequestKind, Snapshot};
-
-/// Seconds between refreshes.
-pub const REFRESH_SECS: u64 = 5;
 
 /// The page for `snap`; `node` (once the store is open) adds the places provider's nature.
 pub fn render(snap: &Snapshot, node: Option<&Node>) -> String {
@@ -32,49 +31,38 @@ pub fn render(snap: &Snapshot, node: Option<&Node>) -> String {
             .find(|(k, _)| *k == kind)
             .map_or(0, |(_, n)| *n)
     };
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="refresh" content=(REFRESH_SECS);
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "herd: " (snap.node) }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
-                h1 { "herd node " span #node { (snap.node) } }
-                p.meta {
-                    "state " b #health .(health) { (health) }
-                    " · started " (utc(snap.started)) " (" (ago(now, snap.started)) ")"
-                    " · this page refreshes every " (REFRESH_SECS) " s"
-                }
-                h2 { "Store and clients" }
-                table.numbers {
-                    tr { th { "clients stored" } td #records { @match snap.records { Some(n) => (n), None => "unknown" } } }
-                    tr { th { "client connections open" } td #connections { (snap.connections) } }
-                    tr {
-                        th { "requests answered" }
-                        td {
-                            (count(RequestKind::IAmAt)) " IAMAT · " (count(RequestKind::WhatsAt))
-                            " WHATSAT · " (count(RequestKind::Invalid)) " invalid"
-                        }
-                    }
-                    tr { th { "reports refused" } td #refused { (refused(snap)) } }
-                }
-                (store_state(snap))
-                (links(snap, now))
-                (places_cache(snap, node))
-                (recent_reports(snap))
-                p.meta {
-                    "Also here: " a href="/herd" { "/herd" } " (the whole herd) · "
-                    a href="/metrics" { "/metrics" } " · " a href="/healthz" { "/healthz" }
-                    " · /clients/ID"
-                }
-            }
+    let title = format!("herd: {}", snap.node);
+    let body = html! {
+        h1 { "herd node " span #node { (snap.node) } }
+        p.meta {
+            "state " b #health .(health) { (health) }
+            " · started " (utc(snap.started)) " (" (ago(now, snap.started)) ")"
+            " · this page refreshes every " (REFRESH_SECS) " s"
         }
-    }
-    .into_string()
+        h2 { "Store and clients" }
+        table.numbers {
+            tr { th { "clients stored" } td #records { @match snap.records { Some(n) => (n), None => "unknown" } } }
+            tr { th { "client connections open" } td #connections { (snap.connections) } }
+            tr {
+                th { "requests answered" }
+                td {
+                    (count(RequestKind::IAmAt)) " IAMAT · " (count(RequestKind::WhatsAt))
+                    " WHATSAT · " (count(RequestKind::Invalid)) " invalid"
+                }
+            }
+            tr { th { "reports refused" } td #refused { (refused(snap)) } }
+        }
+        (store_state(snap))
+        (links(snap, now))
+        (places_cache(snap, node))
+        (recent_reports(snap))
+        p.meta {
+            "Also here: " a href="/herd" { "/herd" } " (the whole herd) · "
+            a href="/metrics" { "/metrics" } " · " a href="/healthz" { "/healthz" }
+            " · /clients/ID"
+        }
+    };
+    document(&title, "", body)
 }
 
 fn store_state(snap: &Snapshot) -> Markup {
@@ -191,14 +179,6 @@ fn recent_reports(snap: &Snapshot) -> Markup {
     }
 }
 
-/// The style sheet of the admin pages.
-pub(super) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
-table{border-collapse:collapse;margin-bottom:1em}\
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
-td.n{text-align:right}.up,.ready{color:#176f2c;font-weight:bold}\
-.down,.stopping,.starting{color:#b3261e;font-weight:bold}\
-.meta{color:#666}code{font-size:.9em}";
-
 /// "refused as from the future: Bona 120, clients 3", one such part per reason, or "none".
 fn refused(snap: &Snapshot) -> String {
     if snap.refused.is_empty() {
@@ -221,57 +201,10 @@ fn refused(snap: &Snapshot) -> String {
     parts.join("; ")
 }
 
-/// `t` as `YYYY-MM-DD HH:MM:SS UTC`.
-pub(super) fn utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
-
-/// How long before `now` the moment `then` was, in words.
-pub(super) fn ago(now: SystemTime, then: SystemTime) -> String {
-    let d = now.duration_since(then).unwrap_or(Duration::ZERO).as_secs();
-    match d {
-        0..=59 => format!("{d} s ago"),
-        60..=3599 => format!("{} min {} s ago", d / 60, d % 60),
-        3600..=86_399 => format!("{} h {} min ago", d / 3600, d / 60 % 60),
-        _ => format!("{} d {} h ago", d / 86_400, d / 3600 % 24),
-    }
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::telemetry::Telemetry;
-
-    #[test]
-    fn dates_are_utc_calendar_dates() {
-        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
-        let t = UNIX_EPOCH + Duration::from_secs(1_621_464_827);
-        assert_eq!(utc(t), "2021-05-19 22:53:47 UTC");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(utc(leap), "2000-02-29 00:00:00 UTC");
-    }
 
     #[test]
     fn the_page_escapes_what_it_shows_and_marks_each_link() {
