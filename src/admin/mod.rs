@@ -242,7 +242,8 @@ async fn sample(telemetry: Telemetry, history: Arc<Mutex<History>>, stop: Cancel
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            now = ticks.tick() => {
+            _ = ticks.tick() => {
+                let now = tokio::time::Instant::now();
                 let totals = telemetry.totals();
                 let at = summary::unix(std::time::SystemTime::now());
                 let sample = Sample::between(&last.1, &totals, now - last.0, at);
