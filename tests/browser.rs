@@ -293,8 +293,12 @@ fn the_herd_page_in_headless_chromium() {
     herd.kill("Campbell");
     eventually(
         Duration::from_secs(10),
-        "Bailey to see Campbell down",
-        || metric(bailey, "herd_peer_up{peer=\"Campbell\"}") == 0.0,
+        "Campbell's peers to see it down",
+        || {
+            ["Bailey", "Bona", "Jaquez"]
+                .iter()
+                .all(|n| metric(&admin[*n], "herd_peer_up{peer=\"Campbell\"}") == 0.0)
+        },
     );
     let mut c = Client::connect(&herd.addr("Bailey"));
     c.iamat("late", "+40.7128-074.0060", &now_ts());
