@@ -548,6 +548,14 @@ mod tests {
             c.peers_of("Clark").cloned().collect::<Vec<_>>(),
             ["Bona", "Jaquez"]
         );
+        // Admin is on by default, on loopback, a thousand ports above each client port.
+        assert_eq!(c.admin.len(), c.servers.len());
+        for (name, addr) in &c.servers {
+            let port = |a: &str| a.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+            let admin = &c.admin[name];
+            assert!(admin.starts_with("127.0.0.1:"), "{admin}");
+            assert_eq!(port(admin), port(addr) + 1000, "{name}");
+        }
     }
 
     fn err(text: &str) -> String {

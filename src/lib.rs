@@ -6,10 +6,12 @@
 //! authenticated links between servers; [`server`] and [`connection`] serve clients, and
 //! [`membership`] applies a reloaded config to a running node.
 //! Around them: [`telemetry`] counts what the node does and [`admin`] serves it over HTTP;
-//! [`client`], [`up`], [`bench`](mod@bench) and [`inspect`] are the operator's commands.
+//! [`client`], [`up`], [`bench`](mod@bench), [`check`] and [`inspect`] are the operator's
+//! commands.
 
 pub mod admin;
 pub mod bench;
+pub mod check;
 pub mod client;
 pub mod cmd;
 pub mod config;

@@ -47,6 +47,8 @@ enum Command {
     Client(herd::client::ClientArgs),
     /// Drive a running herd with concurrent client connections and print throughput and latency.
     Bench(herd::bench::BenchArgs),
+    /// Ask every server, over its admin endpoint, whether their stores agree (exit 0 if so).
+    Check(herd::check::CheckArgs),
     /// Write a development CA and a certificate per named server for peer-link TLS.
     Certs(herd::peer::tls::CertsArgs),
     /// Print a stopped node's stored records.
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("herd: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -83,7 +85,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// Runs a command; `Ok` carries the exit code of a command that finished as it should (0, or
+/// 1 for a check that found the herd not converged).
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Serve {
             name,
@@ -121,26 +125,40 @@ fn run(cli: Cli) -> Result<(), Error> {
             if let Err(e) = &result {
                 tracing::error!(error = %e, "node failed");
             }
-            result
+            result.map(|()| ExitCode::SUCCESS)
         }
         Command::Up(args) => {
             herd::logging::init_stderr();
-            runtime()?.block_on(herd::up::run(args))
+            runtime()?
+                .block_on(herd::up::run(args))
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Client(args) => {
             herd::logging::init_stderr();
-            herd::client::run(args)
+            herd::client::run(args).map(|()| ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
             herd::logging::init_stderr();
-            runtime()?.block_on(herd::bench::run(args)).map(|_| ())
+            runtime()?
+                .block_on(herd::bench::run(args))
+                .map(|_| ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            herd::logging::init_stderr();
+            let converged =
+                runtime()?.block_on(herd::check::run(&args, &mut std::io::stdout().lock()))?;
+            Ok(if converged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Certs(args) => {
             herd::logging::init_stderr();
             for path in herd::peer::tls::certs(&args)? {
                 println!("{}", path.display());
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Inspect {
             state_dir,
@@ -159,7 +177,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 retain_secs,
                 &mut out,
             )
-            .map(|_| ())
+            .map(|_| ExitCode::SUCCESS)
         }
     }
 }

@@ -11,7 +11,8 @@
 //! (`herd_requests_total{command}`, `herd_reports_total{outcome}`, `herd_records`,
 //! `herd_peer_up{peer}`, `herd_sync_rounds_total{peer}`, `herd_sync_bytes_total{peer,direction}`,
 //! `herd_places_cache_total{result}`, `herd_places_upstream_seconds`, `herd_flush_seconds`,
-//! `herd_connections`), and beside them `herd_connections_refused_total{reason}`,
+//! `herd_connections`), and beside them `herd_ack_seconds` (an IAMAT's arrival to its
+//! acknowledgement), `herd_flood_seconds` (a flooded report's age on arrival here), `herd_connections_refused_total{reason}`,
 //! `herd_admin_connections_dropped_total{reason}`, `herd_sync_violations_total{peer,kind}`
 //! (links dropped for breaking the sync protocol), `herd_reports_refused_total{reason,source}`
 //! (reports refused as from the future or as expired: [`Refusal`], from a peer by name or from
@@ -169,6 +170,26 @@ impl RecentReport {
     }
 }
 
+/// How many of something were timed, and their total time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub count: u64,
+    pub seconds: f64,
+}
+
+/// Running totals since the node started, for its history (see [`crate::admin`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Client requests answered, of every kind.
+    pub requests: u64,
+    /// IAMAT acknowledgements (`herd_ack_seconds`).
+    pub ack: Timing,
+    /// Flooded reports' ages on arrival (`herd_flood_seconds`).
+    pub flood: Timing,
+    /// Store flushes to disk, fsync included (`herd_flush_seconds`).
+    pub flush: Timing,
+}
+
 /// A copy of the status state, taken for rendering.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -219,6 +240,8 @@ struct Inner {
     cache_miss: IntCounter,
     places_upstream: Histogram,
     flush: Histogram,
+    ack: Histogram,
+    flood: Histogram,
     connections: IntGauge,
     store_refused: IntCounterVec,
     store_writable: IntGauge,
@@ -247,6 +270,12 @@ struct Status {
 /// hundreds of milliseconds and times out after seconds.
 const UPSTREAM_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds (seconds) of the acknowledgement and flood histograms: from a memory-speed
+/// answer to a flood held up by a slow link.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
 
 /// Upper bounds (seconds) of the flush histogram: an fsync takes from tens of microseconds
@@ -380,6 +409,32 @@ impl Telemetry {
             )
             .expect("valid metric"),
         );
+        let ack = add(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "herd_ack_seconds",
+                    "Time from an IAMAT's arrival to its acknowledgement being ready: stored \
+                     (durably, as configured) and queued for the linked servers.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
+        let flood = add(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "herd_flood_seconds",
+                    "Age of a flooded report when it arrives from a peer: this server's clock \
+                     minus the moment the report's first server received it (its client \
+                     timestamp plus its time difference). Reports sent during a sync round are \
+                     not counted.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
         let connections = add(
             &registry,
             IntGauge::new("herd_connections", "Client connections open.").expect("valid metric"),
@@ -474,6 +529,8 @@ impl Telemetry {
                 refusal_log: Mutex::new(BTreeMap::new()),
                 places_upstream,
                 flush,
+                ack,
+                flood,
                 connections,
                 store_refused,
                 store_writable,
@@ -749,6 +806,16 @@ impl Telemetry {
         self.inner.flush.observe(took.as_secs_f64());
     }
 
+    /// An IAMAT's acknowledgement was ready `took` after the request arrived.
+    pub fn acknowledged(&self, took: Duration) {
+        self.inner.ack.observe(took.as_secs_f64());
+    }
+
+    /// A report flooded from a peer arrived `age` after its first server received it.
+    pub fn flooded(&self, age: Duration) {
+        self.inner.flood.observe(age.as_secs_f64());
+    }
+
     /// A places lookup was answered from the cache (`true`) or needed a fetch (`false`).
     pub fn places_cache(&self, hit: bool) {
         if hit {
@@ -842,6 +909,21 @@ impl Telemetry {
         )
     }
 
+    /// The running totals the node's history is sampled from.
+    pub fn totals(&self) -> Totals {
+        let timing = |h: &Histogram| Timing {
+            count: h.get_sample_count(),
+            seconds: h.get_sample_sum(),
+        };
+        let i = &self.inner;
+        Totals {
+            requests: i.iamat.get() + i.whatsat.get() + i.invalid.get(),
+            ack: timing(&i.ack),
+            flood: timing(&i.flood),
+            flush: timing(&i.flush),
+        }
+    }
+
     /// A copy of everything the status page shows.
     pub fn snapshot(&self) -> Snapshot {
         let status = self.status();
@@ -922,6 +1004,9 @@ mod tests {
         t.places_cache(true);
         t.places_upstream(Duration::from_millis(30));
         t.flush(Duration::from_micros(300));
+        t.acknowledged(Duration::from_millis(2));
+        t.flooded(Duration::from_millis(4));
+        t.flooded(Duration::from_millis(6));
         let guard = t.connection_opened();
         t.connection_refused(true);
         t.admin_dropped(AdminDrop::PerSource);
@@ -947,6 +1032,10 @@ mod tests {
             "herd_places_upstream_seconds_count 1",
             "# TYPE herd_flush_seconds histogram",
             "herd_flush_seconds_count 1",
+            "# TYPE herd_ack_seconds histogram",
+            "herd_ack_seconds_count 1",
+            "# TYPE herd_flood_seconds histogram",
+            "herd_flood_seconds_count 2",
             "# TYPE herd_records gauge",
             "herd_connections 1",
             "herd_connections_refused_total{reason=\"per_source\"} 1",
@@ -962,6 +1051,13 @@ mod tests {
         }
         drop(guard);
         assert!(t.metrics_text().0.contains("herd_connections 0\n"));
+        let totals = t.totals();
+        assert_eq!(totals.requests, 3);
+        assert_eq!(
+            (totals.ack.count, totals.flood.count, totals.flush.count),
+            (1, 2, 1)
+        );
+        assert!((totals.flood.seconds - 0.010).abs() < 1e-9, "{totals:?}");
         let snap = t.snapshot();
         let bona = &snap.links["Bona"];
         assert!(bona.up && bona.since.is_some());

@@ -11,7 +11,8 @@
 //!   node's signal for "drain and make the store durable"), waits up to `--stop-timeout`, and
 //!   only then kills the ones still running.
 //! - **Where to look.** It prints each server's address, log file and, when `[admin]` gives it
-//!   one, its status page.
+//!   one, its status page; then the page for the whole herd (`/herd` of the first server with
+//!   an admin address).
 //! - **Readable output.** Every line a child prints on stdout or stderr is forwarded whole,
 //!   prefixed with its server's name, so the lines of different servers never interleave.
 //! - **A dead server is started again.** When a child exits on its own, a line says so (its
@@ -142,8 +143,21 @@ pub async fn run(args: UpArgs) -> Result<()> {
             None => println!("{name:<name_width$}  {addr:<addr_width$}  {log}"),
         }
     }
+    if let Some(page) = herd_page(&config) {
+        println!("the whole herd: {page}");
+    }
     herd.supervise(shutdown, Duration::from_secs(args.stop_timeout))
         .await
+}
+
+/// The address of the page for the whole herd: `/herd` of the first server (by name) that has
+/// an admin address.
+pub fn herd_page(config: &Config) -> Option<String> {
+    let admin = config
+        .servers
+        .keys()
+        .find_map(|name| config.admin.get(name))?;
+    Some(format!("http://{admin}/herd"))
 }
 
 /// The arguments that run server `name` (after the binary's own path).

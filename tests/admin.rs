@@ -64,6 +64,7 @@ fn metrics_move_as_the_herd_works() {
     let stored_before = metric(bailey, "herd_reports_total{outcome=\"stored\"}");
     let records_before = metric(bailey, "herd_records");
     let flushes_before = metric(bailey, "herd_flush_seconds_count");
+    let acks_before = metric(bailey, "herd_ack_seconds_count");
     let n = 25;
     let mut c = Client::connect(&herd.addr("Bailey"));
     for i in 0..n {
@@ -87,6 +88,11 @@ fn metrics_move_as_the_herd_works() {
         f64::from(n)
     );
     assert!(sample(&m, "herd_flush_seconds_count").unwrap() > flushes_before);
+    // Every IAMAT answered with its AT line was timed, the stale one too.
+    assert_eq!(
+        sample(&m, "herd_ack_seconds_count").unwrap() - acks_before,
+        f64::from(n + 1)
+    );
     assert!(sample(&m, "herd_connections").unwrap() >= 1.0);
     // The flooded reports are records at the far end too.
     eventually(
@@ -94,6 +100,13 @@ fn metrics_move_as_the_herd_works() {
         "Campbell to hold every report",
         || metric(&admin["Campbell"], "herd_records") == f64::from(n),
     );
+    // Their age on arrival was measured where they were flooded to, and is an age on this
+    // machine: well under the time the test took.
+    let bona = get(&admin["Bona"], "/metrics").text();
+    let floods = sample(&bona, "herd_flood_seconds_count").unwrap();
+    let age = sample(&bona, "herd_flood_seconds_sum").unwrap();
+    assert!(floods >= 1.0, "{bona}");
+    assert!(age / floods < 10.0, "mean flood age {} s", age / floods);
     drop(c);
     eventually(
         Duration::from_secs(5),

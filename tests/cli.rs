@@ -115,12 +115,13 @@ fn a_port_in_use_is_a_clear_error_naming_the_address() {
 
 #[test]
 fn defaults_come_from_the_working_directory_and_sigterm_exits_0() {
-    // No --config and no data/herd.toml here: the built-in five-server herd. --listen moves
-    // the node off the default port so the test cannot collide with a real herd.
+    // No --config and no data/herd.toml here: the built-in five-server herd. --listen and
+    // --admin move the node off the default ports so the test cannot collide with a real herd.
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(HERD);
-    cmd.args(["serve", "Bailey", "--listen", &listen])
+    cmd.args(["serve", "Bailey", "--listen", &listen, "--admin", &admin])
         .current_dir(dir.path())
         .env_remove("HERD_SECRET")
         .stderr(std::process::Stdio::piped());
@@ -128,6 +129,8 @@ fn defaults_come_from_the_working_directory_and_sigterm_exits_0() {
     eventually(std::time::Duration::from_secs(20), "readiness", || {
         node.stderr.lock().unwrap().contains(" ready ")
     });
+    // The built-in herd serves its admin endpoint (here where --admin put it).
+    assert_eq!(get(&admin, "/healthz").status, 200);
     let answer = ask(&listen, b"IAMAT kiwi +1+2 3\n");
     assert!(
         answer.starts_with(b"AT Bailey "),

@@ -55,6 +55,11 @@ fn herd_up_runs_every_server_and_stops_them_on_ctrl_c() {
         bailey.ends_with(&format!("  http://{}/status", admin_addrs["Bailey"])),
         "{table}"
     );
+    assert_eq!(
+        table.lines().last(),
+        Some(format!("the whole herd: http://{}/herd", admin_addrs["Bailey"]).as_str()),
+        "{table}"
+    );
     for name in FIVE {
         assert!(
             table.contains(name) && table.contains(&herd.addrs[name]),
@@ -70,4 +75,95 @@ fn herd_up_runs_every_server_and_stops_them_on_ctrl_c() {
             "{name} did not stop cleanly:\n{log}"
         );
     }
+}
+
+#[test]
+fn herd_up_with_the_built_in_config_prints_an_admin_endpoint_for_every_server() {
+    // The shipped data/herd.toml as it is, but for its ports: every 127.0.0.1:PORT moves to a
+    // free one, so the test cannot collide with a real herd (or another test).
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/herd.toml"),
+    )
+    .unwrap();
+    let mut config = String::new();
+    let mut moved = 0;
+    for line in shipped.lines() {
+        match line.split_once("= \"127.0.0.1:") {
+            Some((key, _)) if !line.starts_with('#') => {
+                config.push_str(&format!("{key}= \"127.0.0.1:{}\"\n", free_port()));
+                moved += 1;
+            }
+            _ => {
+                config.push_str(line);
+                config.push('\n');
+            }
+        }
+    }
+    assert_eq!(moved, 10, "five client and five admin addresses:\n{config}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herd.toml");
+    std::fs::write(&path, &config).unwrap();
+    let parsed = herd::config::Config::parse(&config, "herd.toml", None).unwrap();
+
+    let mut cmd = Command::new(HERD);
+    cmd.args(["up", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env_remove("HERD_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut up = spawn(cmd);
+    let stdout = up.child.stdout.take().unwrap();
+    let table = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap();
+            let last = line.starts_with("the whole herd: ");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
+    })
+    .join()
+    .unwrap();
+    let url_in = |line: &str| line.split_whitespace().last().unwrap().to_owned();
+    for name in FIVE {
+        let line = table
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {table:?}"));
+        let status = url_in(line);
+        assert_eq!(
+            status,
+            format!("http://{}/status", parsed.admin[name]),
+            "{table:?}"
+        );
+        let admin = status
+            .trim_start_matches("http://")
+            .trim_end_matches("/status");
+        eventually(
+            Duration::from_secs(30),
+            &format!("{name}'s /healthz at {admin}"),
+            || http(admin, "GET", "/healthz").is_some_and(|h| h.status == 200),
+        );
+    }
+    let page = url_in(table.last().unwrap());
+    assert_eq!(page, format!("http://{}/herd", parsed.admin["Bailey"]));
+    let bailey = &parsed.admin["Bailey"];
+    eventually(
+        Duration::from_secs(30),
+        "the herd page to show convergence",
+        || {
+            get(bailey, "/herd")
+                .text()
+                .contains("data-verdict=\"converged\"")
+        },
+    );
+
+    signal(&up.child, libc::SIGINT);
+    let status =
+        wait_with_deadline(&mut up.child, Duration::from_secs(30)).expect("herd up to stop");
+    assert_eq!(status.code(), Some(0), "{}", up.stderr.lock().unwrap());
 }

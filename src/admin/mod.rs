@@ -1,5 +1,7 @@
-//! The admin HTTP endpoint of one node: `/healthz`, `/metrics`, `/status` and `/clients/ID`,
-//! on its own address (never the client port), served by hyper on the node's own runtime.
+//! The admin HTTP endpoint of one node: `/healthz`, `/metrics`, `/status`, `/clients/ID`, and
+//! for the whole herd `/herd` (a page) and `/herd.json` (this node's part of it), on its own
+//! address (never the client port), served by hyper on the node's own runtime. Beside it runs
+//! the node's sampler, which keeps the node's own history for the plots of `/herd`.
 //!
 //! What it promises:
 //!
@@ -14,7 +16,9 @@
 //!   counted in `herd_admin_connections_dropped_total{reason}`; the log gets the first one at
 //!   once and then one summary per `[log] interval_secs`, never a record per connection.
 //! - **Never in the clients' way.** Handlers read atomics, one mutex held for a copy, and at
-//!   most one store lookup; nothing here waits on a client, a peer or a flush.
+//!   most one store lookup; nothing here waits on a client, a peer or a flush. `/herd` alone
+//!   waits on something else: the other servers' admin endpoints, all asked at once, each
+//!   for at most [`summary::FETCH_TIMEOUT`].
 //! - **Exact answers.** `GET` (and `HEAD`) only: any other method is 405 with `Allow`; an
 //!   unknown path is 404. `/healthz` is 200 `ok` (no newline) once the node is ready and 503 while it starts
 //!   or stops. `/clients/ID` takes the client ID percent-encoded (any bytes) and answers the
@@ -25,8 +29,13 @@
 //! Not a goal: authentication. With a secret set it may listen anywhere, and anyone who reaches
 //! it can read client locations: put it on a private network.
 
+mod herd_page;
+pub mod history;
+mod html;
 mod slots;
 mod status;
+pub mod summary;
+pub mod verdict;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -45,10 +54,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::refusals::Refusals;
 use crate::telemetry::{AdminDrop, Health, Telemetry};
+use history::{History, Sample};
 use slots::{Admitted, Slots};
 
 /// The most admin connections open at once.
@@ -74,6 +85,12 @@ struct Shared {
     telemetry: Telemetry,
     /// The node, once its store is open.
     node: Arc<OnceLock<Node>>,
+    /// The herd's config: its servers, links and admin addresses, for `/herd`.
+    config: Arc<Config>,
+    /// This node's own history.
+    history: Arc<Mutex<History>>,
+    /// For asking the other servers' admin endpoints.
+    http: reqwest::Client,
 }
 
 impl Admin {
@@ -106,15 +123,29 @@ impl Admin {
 
     /// Serves until `stop` fires, then waits (bounded) for the requests being answered.
     /// `node` is filled in once the store is open; until then `/clients` answers 503.
-    /// Connections closed early are summarised in the log once per `interval`.
+    /// Connections closed early are summarised in the log once per `[log] interval_secs`.
+    /// The node's history is sampled meanwhile, every [`history::SAMPLE_EVERY`].
     pub async fn serve(
         self,
         telemetry: Telemetry,
         node: Arc<OnceLock<Node>>,
-        interval: Duration,
+        config: Arc<Config>,
         stop: CancellationToken,
     ) {
-        let shared = Shared { telemetry, node };
+        let interval = config.log.interval();
+        let history = Arc::new(Mutex::new(History::new(history::KEEP)));
+        let sampler = tokio::spawn(sample(
+            telemetry.clone(),
+            Arc::clone(&history),
+            stop.clone(),
+        ));
+        let shared = Shared {
+            telemetry,
+            node,
+            config,
+            history,
+            http: summary::http_client(),
+        };
         let slots = Arc::new(Mutex::new(Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE)));
         let dropped = Arc::new(Mutex::new(Refusals::new()));
         let mut summary =
@@ -157,7 +188,7 @@ impl Admin {
                 let service = service_fn(move |req| {
                     seen.store(true, Ordering::Release);
                     let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(route(&shared, req)) }
+                    async move { Ok::<_, Infallible>(route(&shared, req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .max_buf_size(MAX_HEAD_BYTES)
@@ -197,6 +228,29 @@ impl Admin {
         connections.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
         log_summary(&dropped, interval);
+        let _ = sampler.await;
+    }
+}
+
+/// Samples the node's totals every [`history::SAMPLE_EVERY`] into `history`, until `stop`.
+async fn sample(telemetry: Telemetry, history: Arc<Mutex<History>>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(history::SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: it only takes the first reading.
+    ticks.tick().await;
+    let mut last = (tokio::time::Instant::now(), telemetry.totals());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                let now = tokio::time::Instant::now();
+                let totals = telemetry.totals();
+                let at = summary::unix(std::time::SystemTime::now());
+                let sample = Sample::between(&last.1, &totals, now - last.0, at);
+                lock(&history).push(sample);
+                last = (now, totals);
+            }
+        }
     }
 }
 
@@ -278,7 +332,7 @@ pub async fn start(
     let task = tokio::spawn(admin.serve(
         telemetry.clone(),
         Arc::clone(&node),
-        config.log.interval(),
+        Arc::new(config.clone()),
         stop.clone(),
     ));
     Ok(Some(Running { node, stop, task }))
@@ -296,15 +350,24 @@ fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
+
+/// This node's summary, as `/herd.json` serves it.
+fn local_summary(shared: &Shared) -> summary::Summary {
+    let history = lock(&shared.history).samples();
+    summary::local(&shared.telemetry.snapshot(), shared.node.get(), history)
+}
 
 fn not_found() -> Answer {
     answer(StatusCode::NOT_FOUND, TEXT, "not found\n")
 }
 
-fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
+async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
     let path = req.uri().path();
-    let known =
-        matches!(path, "/healthz" | "/metrics" | "/status" | "/") || path.starts_with("/clients/");
+    let known = matches!(
+        path,
+        "/healthz" | "/metrics" | "/status" | "/" | "/herd" | summary::PATH
+    ) || path.starts_with("/clients/");
     if !known {
         return not_found();
     }
@@ -341,7 +404,23 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
         "/status" | "/" => {
             let node = shared.node.get();
             let page = status::render(&telemetry.snapshot(), node);
-            answer(StatusCode::OK, "text/html; charset=utf-8", page)
+            answer(StatusCode::OK, HTML, page)
+        }
+        summary::PATH => {
+            let mut body = serde_json::to_string(&local_summary(shared)).unwrap_or_default();
+            body.push('\n');
+            answer(StatusCode::OK, "application/json", body)
+        }
+        "/herd" => {
+            let me = local_summary(shared);
+            let answers = summary::fetch_all(&shared.config, &shared.http, Some(&me)).await;
+            let page = herd_page::render(&herd_page::View {
+                me: &me.name,
+                config: &shared.config,
+                answers: &answers,
+                now: std::time::SystemTime::now(),
+            });
+            answer(StatusCode::OK, HTML, page)
         }
         _ => {
             let encoded = &path["/clients/".len()..];

@@ -14,11 +14,13 @@ use crate::report::Report;
 use crate::store::Merged;
 
 pub async fn execute(node: &Node, cx: &mut Context, line: &Bytes, request: IAmAt) -> Answer {
+    let arrived = std::time::Instant::now();
     let report = Report::stamp(request, node.name(), Timestamp::now());
     let mut answer = Vec::with_capacity(report.at_line().len() + 1);
     answer.extend_from_slice(report.at_line());
     answer.push(b'\n');
     let line = line.clone();
+    let telemetry = node.telemetry().clone();
     match node.accept(report).await {
         Ok(pending) => {
             cx.last_write = Some(pending.ticket);
@@ -26,7 +28,10 @@ pub async fn execute(node: &Node, cx: &mut Context, line: &Bytes, request: IAmAt
                 async move {
                     match pending.outcome().await {
                         // A report that is not newer is answered too; it changed nothing.
-                        Ok(Merged::Stored | Merged::Stale) => Some(answer),
+                        Ok(Merged::Stored | Merged::Stale) => {
+                            telemetry.acknowledged(arrived.elapsed());
+                            Some(answer)
+                        }
                         Ok(Merged::Refused(why)) => {
                             tracing::debug!(reason = why.as_str(), "IAMAT refused by the store");
                             Some(invalid_answer(&line))

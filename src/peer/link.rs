@@ -540,6 +540,16 @@ async fn read_peer(
         }
         match request {
             Request::At(report) => {
+                // A flooded report's age; one sent by a sync round may be as old as its record.
+                if sync_bytes == 0 {
+                    // A negative age (the clocks of the two servers differ) is not counted.
+                    let age = report.received().and_then(|at| {
+                        u64::try_from(Timestamp::now().as_nanos() - at.as_nanos()).ok()
+                    });
+                    if let Some(nanos) = age {
+                        telemetry.flooded(Duration::from_nanos(nanos));
+                    }
+                }
                 // The server named is where the client reported, not who sent the line: a report
                 // received by a server since removed from the herd (or added to it, before this
                 // node reloads its config) is stored and flooded like any other, so the herd
