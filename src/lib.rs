@@ -5,12 +5,14 @@
 //! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
 //! authenticated links between servers; [`server`] and [`connection`] serve clients.
 //! Around them: [`telemetry`] counts what the node does and [`admin`] serves it over HTTP;
-//! [`client`], [`up`], [`bench`](mod@bench) and [`inspect`] are the operator's commands.
+//! [`client`], [`up`], [`bench`](mod@bench), [`inspect`] and [`compare`] are the operator's
+//! commands.
 
 pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod cmd;
+pub mod compare;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -49,11 +49,15 @@ enum Command {
     Bench(herd::bench::BenchArgs),
     /// Write a development CA and a certificate per named server for peer-link TLS.
     Certs(herd::peer::tls::CertsArgs),
-    /// Print a stopped node's stored records.
+    /// Print a stopped node's stored records, or compare stopped stores.
     Inspect {
         /// The node's state directory.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[arg(long, required_unless_present = "compare", conflicts_with = "compare")]
+        state_dir: Option<PathBuf>,
+        /// Print the clients whose records differ between these state directories (exit 1
+        /// when there are any).
+        #[arg(long, num_args = 2.., value_name = "DIR", conflicts_with_all = ["client", "retain_secs"])]
+        compare: Vec<PathBuf>,
         /// Only this client's record.
         #[arg(long)]
         client: Option<String>,
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("herd: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -83,8 +87,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
+        Command::Inspect {
+            compare, format, ..
+        } if !compare.is_empty() => {
+            herd::logging::init_stderr();
+            herd::private_files::restrict_umask();
+            let differ = herd::compare::run(&compare, format, &mut std::io::stdout().lock())?;
+            Ok(if differ == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        command => run_command(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_command(command: Command) -> Result<(), Error> {
+    match command {
         Command::Serve {
             name,
             config,
@@ -147,11 +169,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             client,
             format,
             retain_secs,
+            compare: _,
         } => {
             herd::logging::init_stderr();
             // inspect reads a scratch copy of the store: keep the copy private too.
             herd::private_files::restrict_umask();
             let mut out = std::io::stdout().lock();
+            let state_dir = state_dir.expect("clap requires --state-dir without --compare");
             herd::inspect::run(
                 &state_dir,
                 client.as_deref().map(str::as_bytes),
