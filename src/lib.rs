@@ -5,10 +5,11 @@
 //! [`store`] keeps records durably in sled; [`places`] answers WHATSAT; [`peer`] runs the
 //! authenticated links between servers; [`server`] and [`connection`] serve clients.
 //! Around them: [`telemetry`] counts what the node does and [`admin`] serves it over HTTP;
-//! [`client`], [`up`], [`bench`](mod@bench), [`inspect`] and [`compare`] are the operator's
-//! commands.
+//! [`client`], [`up`], [`bench`](mod@bench), [`inspect`], [`compare`] and [`backup`] are the
+//! operator's commands.
 
 pub mod admin;
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod cmd;

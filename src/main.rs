@@ -68,6 +68,14 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         retain_secs: Option<u64>,
     },
+    /// Back up a running node, through its admin endpoint, to a file.
+    Backup(herd::backup::fetch::BackupArgs),
+    /// Fill a stopped node's store from a backup or an export (newest wins).
+    Restore(herd::backup::load::LoadArgs),
+    /// Write a stopped node's records as JSON lines.
+    Export(herd::backup::export::ExportArgs),
+    /// Merge JSON record lines into a stopped node's store (newest wins).
+    Import(herd::backup::load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -185,7 +193,38 @@ fn run_command(command: Command) -> Result<(), Error> {
             )
             .map(|_| ())
         }
+        Command::Backup(args) => {
+            herd::logging::init_stderr();
+            herd::private_files::restrict_umask();
+            let (header, records) = runtime()?.block_on(herd::backup::fetch::run(&args))?;
+            eprintln!(
+                "backup of {} taken at {}: {records} records, verified, in {}",
+                header.server,
+                header.taken_at,
+                args.out.display()
+            );
+            Ok(())
+        }
+        Command::Restore(args) => load(&args, true),
+        Command::Import(args) => load(&args, false),
+        Command::Export(args) => {
+            herd::logging::init_stderr();
+            herd::private_files::restrict_umask();
+            let records = herd::backup::export::run(&args)?;
+            eprintln!("exported {records} records");
+            Ok(())
+        }
     }
+}
+
+/// `herd restore` (`whole`: a backup or export only) and `herd import`.
+fn load(args: &herd::backup::load::LoadArgs, whole: bool) -> Result<(), Error> {
+    herd::logging::init_stderr();
+    // The store's files, as a node would create them.
+    herd::private_files::restrict_umask();
+    runtime()?
+        .block_on(herd::backup::load::run(args, whole))
+        .map(|_| ())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

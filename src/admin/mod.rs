@@ -1,5 +1,6 @@
-//! The admin HTTP endpoint of one node: `/healthz`, `/metrics`, `/status` and `/clients/ID`,
-//! on its own address (never the client port), served by hyper on the node's own runtime.
+//! The admin HTTP endpoint of one node: `/healthz`, `/metrics`, `/status`, `/clients/ID` and
+//! `/backup`, on its own address (never the client port), served by hyper on the node's own
+//! runtime.
 //!
 //! What it promises:
 //!
@@ -14,34 +15,40 @@
 //!   counted in `herd_admin_connections_dropped_total{reason}`; the log gets the first one at
 //!   once and then one summary per `[log] interval_secs`, never a record per connection.
 //! - **Never in the clients' way.** Handlers read atomics, one mutex held for a copy, and at
-//!   most one store lookup; nothing here waits on a client, a peer or a flush.
+//!   most one store lookup (a backup reads its pages on the blocking pool); nothing here
+//!   waits on a client, a peer or a flush.
 //! - **Exact answers.** `GET` (and `HEAD`) only: any other method is 405 with `Allow`; an
 //!   unknown path is 404. `/healthz` is 200 `ok` (no newline) once the node is ready and 503 while it starts
 //!   or stops. `/clients/ID` takes the client ID percent-encoded (any bytes) and answers the
-//!   record as `herd inspect --format json` prints it, or 404.
+//!   record as `herd inspect --format json` prints it, or 404. `/backup` streams every record
+//!   as a records file (see `backup.rs`, one at a time); it alone outlives
+//!   [`CONNECTION_TIMEOUT`], bounded instead by how long its reader may stall.
 //! - **Protected mode.** Without a herd secret the endpoint may only listen on loopback, as
 //!   peers may only connect from there; [`Admin::bind`] refuses anything else.
 //!
 //! Not a goal: authentication. With a secret set it may listen anywhere, and anyone who reaches
 //! it can read client locations: put it on a private network.
 
+mod backup;
 mod slots;
 mod status;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -74,6 +81,8 @@ struct Shared {
     telemetry: Telemetry,
     /// The node, once its store is open.
     node: Arc<OnceLock<Node>>,
+    /// One permit: one `/backup` at a time.
+    backups: Arc<Semaphore>,
 }
 
 impl Admin {
@@ -114,7 +123,11 @@ impl Admin {
         interval: Duration,
         stop: CancellationToken,
     ) {
-        let shared = Shared { telemetry, node };
+        let shared = Shared {
+            telemetry,
+            node,
+            backups: Arc::new(Semaphore::new(1)),
+        };
         let slots = Arc::new(Mutex::new(Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE)));
         let dropped = Arc::new(Mutex::new(Refusals::new()));
         let mut summary =
@@ -154,28 +167,43 @@ impl Admin {
                 } = admitted;
                 let telemetry = shared.telemetry.clone();
                 let seen = Arc::clone(&head_done);
+                let streaming = Arc::new(AtomicBool::new(false));
+                let streams = Arc::clone(&streaming);
                 let service = service_fn(move |req| {
                     seen.store(true, Ordering::Release);
                     let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(route(&shared, req)) }
+                    let answer = route(&shared, req);
+                    if answer.extensions().get::<backup::Streaming>().is_some() {
+                        streams.store(true, Ordering::Release);
+                    }
+                    async move { Ok::<_, Infallible>(answer) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .max_buf_size(MAX_HEAD_BYTES)
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service);
-                let conn = tokio::time::timeout(CONNECTION_TIMEOUT, conn);
                 tokio::pin!(conn);
+                // A streamed answer (a backup) is bounded by its own stall limit instead.
+                let deadline = tokio::time::sleep(CONNECTION_TIMEOUT);
+                tokio::pin!(deadline);
+                let mut deadline_on = true;
                 let head_timer = tokio::time::sleep(HEAD_TIMEOUT);
                 tokio::pin!(head_timer);
                 let mut head_timer_on = true;
                 loop {
                     tokio::select! {
                         result = &mut conn => {
-                            match result {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "admin connection failed"),
-                                Err(_) => tracing::debug!(%remote, "admin connection timed out"),
+                            if let Err(e) = result {
+                                tracing::debug!(%remote, error = %e, "admin connection failed");
                             }
+                            break;
+                        }
+                        _ = &mut deadline, if deadline_on => {
+                            if streaming.load(Ordering::Acquire) {
+                                deadline_on = false;
+                                continue;
+                            }
+                            tracing::debug!(%remote, "admin connection timed out");
                             break;
                         }
                         _ = &mut head_timer, if head_timer_on => {
@@ -284,10 +312,11 @@ pub async fn start(
     Ok(Some(Running { node, stop, task }))
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, std::io::Error>>;
 
 fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
-    let mut response = Response::new(Full::new(body.into()));
+    let body = Full::new(body.into()).map_err(|never| match never {});
+    let mut response = Response::new(body.boxed());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -301,10 +330,18 @@ fn not_found() -> Answer {
     answer(StatusCode::NOT_FOUND, TEXT, "not found\n")
 }
 
+fn not_open() -> Answer {
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        TEXT,
+        "the store is not open yet\n",
+    )
+}
+
 fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
     let path = req.uri().path();
-    let known =
-        matches!(path, "/healthz" | "/metrics" | "/status" | "/") || path.starts_with("/clients/");
+    let known = matches!(path, "/healthz" | "/metrics" | "/status" | "/" | "/backup")
+        || path.starts_with("/clients/");
     if !known {
         return not_found();
     }
@@ -343,6 +380,10 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
             let page = status::render(&telemetry.snapshot(), node);
             answer(StatusCode::OK, "text/html; charset=utf-8", page)
         }
+        "/backup" => match shared.node.get() {
+            Some(node) => backup::start(node, &shared.backups, req.method() == Method::HEAD),
+            None => not_open(),
+        },
         _ => {
             let encoded = &path["/clients/".len()..];
             client(shared, encoded)
@@ -357,11 +398,7 @@ fn client(shared: &Shared, encoded: &str) -> Answer {
         return not_found();
     }
     let Some(node) = shared.node.get() else {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "the store is not open yet\n",
-        );
+        return not_open();
     };
     match node.store().get(&id) {
         Ok(Some(stored)) => {
