@@ -291,6 +291,18 @@ fn export_import_and_compare_through_newest_wins() {
         "{}",
         stderr(&busy)
     );
+    // So is importing into it, or exporting it.
+    for out in [
+        import(&clark, &e1),
+        herd_cmd(&["export", "--state-dir"], &[&clark]),
+    ] {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("in use by a running node"),
+            "{}",
+            stderr(&out)
+        );
+    }
     assert_eq!(herd.stop("Clark").code(), Some(0));
 
     // Exactly three clients differ: newer on Bona, only on Clark, only on Bona.
