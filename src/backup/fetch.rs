@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// `herd backup`: what to back up, and where.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackupArgs {
-    /// The node: the NAME of a server of the config (its [admin] address is used), or its
+    /// The node: the NAME of a server of the config (its `[admin]` address is used), or its
     /// admin endpoint's HOST:PORT.
     #[arg(value_name = "NAME|ADDR")]
     pub target: String,

@@ -25,7 +25,7 @@ pub struct LoadArgs {
     /// The stopped node's state directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
-    /// The herd's config, whose [store] limits apply (default: data/herd.toml if it exists,
+    /// The herd's config, whose `[store]` limits apply (default: data/herd.toml if it exists,
     /// else the built-in herd).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -463,7 +463,7 @@ impl Drop for Output {
 const LISTED: usize = 20;
 
 /// Reads the whole records file at `path` and checks it: its header and trailer if it has
-/// them, and every record line. Every bad line is reported (the first [`LISTED`] by number);
+/// them, and every record line. Every bad line is reported (the first twenty by number);
 /// any makes it an error. Returns the header and the number of records.
 pub fn check(path: &Path) -> Result<(Option<Header>, u64)> {
     let data = |message: String| Error::Data {
