@@ -37,7 +37,9 @@ pub async fn run(args: &BackupArgs) -> Result<(Header, u64)> {
     let failed = |e: &dyn std::fmt::Display| {
         Error::io(format!("fetch {url}"), std::io::Error::other(e.to_string()))
     };
+    // Straight to the node: an HTTP proxy from the environment has no business in between.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .connect_timeout(STALL)
         .build()
         .map_err(|e| failed(&e))?;
@@ -58,7 +60,13 @@ pub async fn run(args: &BackupArgs) -> Result<(Header, u64)> {
     {
         out.write_all(&chunk)?;
     }
-    let (header, records) = check(out.sync()?)?;
+    let (header, records) = check(out.sync()?).map_err(|e| match e {
+        Error::Data { message, .. } => Error::Data {
+            path: args.out.clone(),
+            message: format!("not written: the backup from {url} is not whole: {message}"),
+        },
+        other => other,
+    })?;
     let header = header.ok_or_else(|| failed(&"the answer is not a backup: it has no header"))?;
     out.commit()?;
     Ok((header, records))

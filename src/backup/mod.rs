@@ -43,6 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::logging::Escaped;
 use crate::protocol::number::Timestamp;
+use crate::protocol::request::{self, Request};
 use crate::report::Report;
 use crate::store::Stored;
 
@@ -356,20 +357,21 @@ fn parse_record(value: &serde_json::Value) -> Result<Record, String> {
         .map(|h| hex::decode(h).map_err(|e| format!("client_hex is not hex: {e}")))
         .transpose()?;
     let learned_from = field("learned_from")?.map(str::to_owned);
-    let mut fields: Vec<Bytes> = at
-        .split(' ')
-        .map(|f| Bytes::copy_from_slice(f.as_bytes()))
-        .collect();
-    if fields.len() != 6 || fields[0] != "AT" {
+    let mut fields: Vec<&[u8]> = at.split(' ').map(str::as_bytes).collect();
+    if fields.len() != 6 || fields[0] != b"AT" {
         return Err(format!(
             "\"at\" is not an AT line (AT server time-diff client location timestamp): {at:?}"
         ));
     }
-    if let Some(client) = client {
-        fields[3] = Bytes::from(client);
+    if let Some(client) = &client {
+        fields[3] = client;
     }
-    let report = Report::from_at_fields(&fields[1..])
-        .ok_or_else(|| format!("\"at\" is not a valid AT line: {at:?}"))?;
+    // Through the parser a peer's AT line goes through: a client ID the protocol cannot carry
+    // (white space in `client_hex`, say) is refused as a peer would refuse it.
+    let report = match request::parse(&Bytes::from(fields.join(&b' '))) {
+        Request::At(report) => report,
+        _ => return Err(format!("\"at\" is not a valid AT line: {at:?}")),
+    };
     if Escaped(report.at_line()).to_string() != at {
         return Err(if value.get("client_hex").is_none() {
             format!("\"at\" shows an escaped client ID; client_hex is needed to rebuild it: {at:?}")

@@ -171,6 +171,11 @@ fn bad_lines_say_what_is_wrong_with_them() {
             r#"{"end":"herd-records","records":0,"sha256":""}"#,
             "without a header",
         ),
+        // White space the protocol would split on, hidden behind an escape.
+        (
+            r#"{"at":"AT Clark +0.100000000 k\\tw +1+2 5","client_hex":"6b0977"}"#,
+            "not a valid AT line",
+        ),
     ];
     for (line, want) in cases {
         let text = format!(
