@@ -85,6 +85,16 @@ pub fn run(args: ClientArgs) -> Result<()> {
 /// `target` as an address: a server NAME of the config when it names one (or has no port),
 /// else `HOST:PORT` as given.
 pub fn resolve(target: &str, config: Option<&std::path::Path>) -> Result<String> {
+    resolve_in(target, config, "servers", |c| &c.servers)
+}
+
+/// [`resolve`] in another table of the config that maps server names to addresses (`admin`).
+pub fn resolve_in(
+    target: &str,
+    config: Option<&std::path::Path>,
+    key: &str,
+    table: fn(&Config) -> &std::collections::BTreeMap<String, String>,
+) -> Result<String> {
     let looks_like_addr = target.rsplit_once(':').is_some_and(|(host, port)| {
         !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
     });
@@ -92,15 +102,14 @@ pub fn resolve(target: &str, config: Option<&std::path::Path>) -> Result<String>
         return Ok(target.to_owned());
     }
     let config = Config::load(config)?;
-    match config.servers.get(target) {
+    match table(&config).get(target) {
         Some(addr) => Ok(addr.clone()),
         None if looks_like_addr => Ok(target.to_owned()),
         None => Err(Error::config(
             &config.source,
             format!(
-                "servers: no server named {target:?} (give HOST:PORT or one of: {})",
-                config
-                    .servers
+                "{key}: no server named {target:?} (give HOST:PORT or one of: {})",
+                table(&config)
                     .keys()
                     .cloned()
                     .collect::<Vec<_>>()

@@ -36,6 +36,9 @@ pub enum Error {
     /// symbolic link where the store, the lock or the log should be (exit code 2).
     #[error("{}: {message}", path.display())]
     UnsafePath { path: PathBuf, message: String },
+    /// A file given to read is malformed: a backup cut short, a line that is not a record.
+    #[error("{}: {message}", path.display())]
+    Data { path: PathBuf, message: String },
     /// An address could not be bound or resolved.
     #[error("address {addr}: {message}")]
     Address { addr: String, message: String },

@@ -69,6 +69,12 @@ pub fn record_json(stored: &Stored) -> serde_json::Value {
     serde_json::to_value(Row::new(stored)).expect("a row always serializes")
 }
 
+/// Writes one record as the JSON object `--format json` prints, without a newline (the lines
+/// of a backup or export).
+pub fn write_json(stored: &Stored, out: impl Write) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &Row::new(stored))
+}
+
 /// Prints every record of the store under `state_dir` (or only `client`'s) to `out`. With
 /// `retain_secs`, each says whether it is past that retention window now.
 /// Returns the number printed; undecodable records are reported on stderr and skipped.
@@ -112,24 +118,6 @@ pub fn run(
             }
         }
         Format::Table => {
-            let table: Vec<[String; 6]> = rows
-                .iter()
-                .map(|s| {
-                    let row = row(s);
-                    let expired = match row.expired {
-                        Some(true) => "expired",
-                        _ => "",
-                    };
-                    [
-                        row.client,
-                        row.server.to_owned(),
-                        row.time_diff,
-                        row.location,
-                        row.timestamp,
-                        expired.to_owned(),
-                    ]
-                })
-                .collect();
             let last = if cutoff.is_some() { "RETENTION" } else { "" };
             let header = [
                 "CLIENT",
@@ -138,22 +126,24 @@ pub fn run(
                 "LOCATION",
                 "TIMESTAMP",
                 last,
-            ]
-            .map(String::from);
-            let mut widths = header.clone().map(|h| h.chars().count());
-            for row in &table {
-                for (w, cell) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            for row in std::iter::once(&header).chain(&table) {
-                let line: Vec<String> = row
-                    .iter()
-                    .zip(widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                writeln!(out, "{}", line.join("  ").trim_end()).map_err(io)?;
-            }
+            ];
+            let mut table = vec![header.map(String::from).to_vec()];
+            table.extend(rows.iter().map(|s| {
+                let row = row(s);
+                let expired = match row.expired {
+                    Some(true) => "expired",
+                    _ => "",
+                };
+                vec![
+                    row.client,
+                    row.server.to_owned(),
+                    row.time_diff,
+                    row.location,
+                    row.timestamp,
+                    expired.to_owned(),
+                ]
+            }));
+            write_table(&table, out).map_err(io)?;
         }
     }
     if let (Some(c), true) = (client, rows.is_empty()) {
@@ -163,4 +153,23 @@ pub fn run(
         ));
     }
     Ok(rows.len())
+}
+
+/// Writes `rows` (the first is the header) as columns aligned on their widest cell.
+pub fn write_table(rows: &[Vec<String>], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
 }

@@ -6,14 +6,16 @@
 //! authenticated links between servers; [`server`] and [`connection`] serve clients, and
 //! [`membership`] applies a reloaded config to a running node.
 //! Around them: [`telemetry`] counts what the node does and [`admin`] serves it over HTTP;
-//! [`client`], [`up`], [`bench`](mod@bench), [`check`] and [`inspect`] are the operator's
-//! commands.
+//! [`client`], [`up`], [`bench`](mod@bench), [`check`], [`inspect`], [`compare`] and
+//! [`backup`] are the operator's commands.
 
 pub mod admin;
+pub mod backup;
 pub mod bench;
 pub mod check;
 pub mod client;
 pub mod cmd;
+pub mod compare;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -51,11 +51,15 @@ enum Command {
     Check(herd::check::CheckArgs),
     /// Write a development CA and a certificate per named server for peer-link TLS.
     Certs(herd::peer::tls::CertsArgs),
-    /// Print a stopped node's stored records.
+    /// Print a stopped node's stored records, or compare stopped stores.
     Inspect {
         /// The node's state directory.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[arg(long, required_unless_present = "compare", conflicts_with = "compare")]
+        state_dir: Option<PathBuf>,
+        /// Print the clients whose records differ between these state directories (exit 1
+        /// when there are any).
+        #[arg(long, num_args = 2.., value_name = "DIR", conflicts_with_all = ["client", "retain_secs"])]
+        compare: Vec<PathBuf>,
         /// Only this client's record.
         #[arg(long)]
         client: Option<String>,
@@ -66,6 +70,14 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         retain_secs: Option<u64>,
     },
+    /// Back up a running node, through its admin endpoint, to a file.
+    Backup(herd::backup::fetch::BackupArgs),
+    /// Fill a stopped node's store from a backup or an export (newest wins).
+    Restore(herd::backup::load::LoadArgs),
+    /// Write a stopped node's records as JSON lines.
+    Export(herd::backup::export::ExportArgs),
+    /// Merge JSON record lines into a stopped node's store (newest wins).
+    Import(herd::backup::load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +101,24 @@ fn main() -> ExitCode {
 /// 1 for a check that found the herd not converged).
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
+        Command::Inspect {
+            compare, format, ..
+        } if !compare.is_empty() => {
+            herd::logging::init_stderr();
+            herd::private_files::restrict_umask();
+            let differ = herd::compare::run(&compare, format, &mut std::io::stdout().lock())?;
+            Ok(if differ == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        command => run_command(command),
+    }
+}
+
+fn run_command(command: Command) -> Result<ExitCode, Error> {
+    match command {
         Command::Serve {
             name,
             config,
@@ -165,11 +195,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             client,
             format,
             retain_secs,
+            compare: _,
         } => {
             herd::logging::init_stderr();
             // inspect reads a scratch copy of the store: keep the copy private too.
             herd::private_files::restrict_umask();
             let mut out = std::io::stdout().lock();
+            let state_dir = state_dir.expect("clap requires --state-dir without --compare");
             herd::inspect::run(
                 &state_dir,
                 client.as_deref().map(str::as_bytes),
@@ -179,7 +211,38 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             )
             .map(|_| ExitCode::SUCCESS)
         }
+        Command::Backup(args) => {
+            herd::logging::init_stderr();
+            herd::private_files::restrict_umask();
+            let (header, records) = runtime()?.block_on(herd::backup::fetch::run(&args))?;
+            eprintln!(
+                "backup of {} taken at {}: {records} records, verified, in {}",
+                header.server,
+                header.taken_at,
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => load(&args, true).map(|()| ExitCode::SUCCESS),
+        Command::Import(args) => load(&args, false).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => {
+            herd::logging::init_stderr();
+            herd::private_files::restrict_umask();
+            let records = herd::backup::export::run(&args)?;
+            eprintln!("exported {records} records");
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `herd restore` (`whole`: a backup or export only) and `herd import`.
+fn load(args: &herd::backup::load::LoadArgs, whole: bool) -> Result<(), Error> {
+    herd::logging::init_stderr();
+    // The store's files, as a node would create them.
+    herd::private_files::restrict_umask();
+    runtime()?
+        .block_on(herd::backup::load::run(args, whole))
+        .map(|_| ())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

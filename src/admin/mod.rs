@@ -1,7 +1,8 @@
-//! The admin HTTP endpoint of one node: `/healthz`, `/metrics`, `/status`, `/clients/ID`, and
-//! for the whole herd `/herd` (a page) and `/herd.json` (this node's part of it), on its own
-//! address (never the client port), served by hyper on the node's own runtime. Beside it runs
-//! the node's sampler, which keeps the node's own history for the plots of `/herd`.
+//! The admin HTTP endpoint of one node: `/healthz`, `/metrics`, `/status`, `/clients/ID`,
+//! `/backup`, and for the whole herd `/herd` (a page) and `/herd.json` (this node's part of
+//! it), on its own address (never the client port), served by hyper on the node's own runtime.
+//! Beside it runs the node's sampler, which keeps the node's own history for the plots of
+//! `/herd`.
 //!
 //! What it promises:
 //!
@@ -16,19 +17,22 @@
 //!   counted in `herd_admin_connections_dropped_total{reason}`; the log gets the first one at
 //!   once and then one summary per `[log] interval_secs`, never a record per connection.
 //! - **Never in the clients' way.** Handlers read atomics, one mutex held for a copy, and at
-//!   most one store lookup; nothing here waits on a client, a peer or a flush. `/herd` alone
-//!   waits on something else: the other servers' admin endpoints, all asked at once, each
-//!   for at most [`summary::FETCH_TIMEOUT`].
+//!   most one store lookup (a backup reads its pages on the blocking pool); nothing here
+//!   waits on a client, a peer or a flush. `/herd` alone waits on something else: the other
+//!   servers' admin endpoints, all asked at once, each for at most [`summary::FETCH_TIMEOUT`].
 //! - **Exact answers.** `GET` (and `HEAD`) only: any other method is 405 with `Allow`; an
 //!   unknown path is 404. `/healthz` is 200 `ok` (no newline) once the node is ready and 503 while it starts
 //!   or stops. `/clients/ID` takes the client ID percent-encoded (any bytes) and answers the
-//!   record as `herd inspect --format json` prints it, or 404.
+//!   record as `herd inspect --format json` prints it, or 404. `/backup` streams every record
+//!   as a records file (see `backup.rs`, one at a time); it alone outlives
+//!   [`CONNECTION_TIMEOUT`], bounded instead by how long its reader may stall.
 //! - **Protected mode.** Without a herd secret the endpoint may only listen on loopback, as
 //!   peers may only connect from there; [`Admin::bind`] refuses anything else.
 //!
 //! Not a goal: authentication. With a secret set it may listen anywhere, and anyone who reaches
 //! it can read client locations: put it on a private network.
 
+mod backup;
 mod herd_page;
 pub mod history;
 mod html;
@@ -39,18 +43,20 @@ pub mod verdict;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -91,6 +97,8 @@ struct Shared {
     history: Arc<Mutex<History>>,
     /// For asking the other servers' admin endpoints.
     http: reqwest::Client,
+    /// One permit: one `/backup` at a time.
+    backups: Arc<Semaphore>,
 }
 
 impl Admin {
@@ -145,6 +153,7 @@ impl Admin {
             config,
             history,
             http: summary::http_client(),
+            backups: Arc::new(Semaphore::new(1)),
         };
         let slots = Arc::new(Mutex::new(Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE)));
         let dropped = Arc::new(Mutex::new(Refusals::new()));
@@ -185,28 +194,46 @@ impl Admin {
                 } = admitted;
                 let telemetry = shared.telemetry.clone();
                 let seen = Arc::clone(&head_done);
+                let streaming = Arc::new(AtomicBool::new(false));
+                let streams = Arc::clone(&streaming);
                 let service = service_fn(move |req| {
                     seen.store(true, Ordering::Release);
                     let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(route(&shared, req).await) }
+                    let streams = Arc::clone(&streams);
+                    async move {
+                        let answer = route(&shared, req).await;
+                        if answer.extensions().get::<backup::Streaming>().is_some() {
+                            streams.store(true, Ordering::Release);
+                        }
+                        Ok::<_, Infallible>(answer)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .max_buf_size(MAX_HEAD_BYTES)
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service);
-                let conn = tokio::time::timeout(CONNECTION_TIMEOUT, conn);
                 tokio::pin!(conn);
+                // A streamed answer (a backup) is bounded by its own stall limit instead.
+                let deadline = tokio::time::sleep(CONNECTION_TIMEOUT);
+                tokio::pin!(deadline);
+                let mut deadline_on = true;
                 let head_timer = tokio::time::sleep(HEAD_TIMEOUT);
                 tokio::pin!(head_timer);
                 let mut head_timer_on = true;
                 loop {
                     tokio::select! {
                         result = &mut conn => {
-                            match result {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "admin connection failed"),
-                                Err(_) => tracing::debug!(%remote, "admin connection timed out"),
+                            if let Err(e) = result {
+                                tracing::debug!(%remote, error = %e, "admin connection failed");
                             }
+                            break;
+                        }
+                        _ = &mut deadline, if deadline_on => {
+                            if streaming.load(Ordering::Acquire) {
+                                deadline_on = false;
+                                continue;
+                            }
+                            tracing::debug!(%remote, "admin connection timed out");
                             break;
                         }
                         _ = &mut head_timer, if head_timer_on => {
@@ -338,10 +365,11 @@ pub async fn start(
     Ok(Some(Running { node, stop, task }))
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, std::io::Error>>;
 
 fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
-    let mut response = Response::new(Full::new(body.into()));
+    let body = Full::new(body.into()).map_err(|never| match never {});
+    let mut response = Response::new(body.boxed());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -362,11 +390,19 @@ fn not_found() -> Answer {
     answer(StatusCode::NOT_FOUND, TEXT, "not found\n")
 }
 
+fn not_open() -> Answer {
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        TEXT,
+        "the store is not open yet\n",
+    )
+}
+
 async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
     let path = req.uri().path();
     let known = matches!(
         path,
-        "/healthz" | "/metrics" | "/status" | "/" | "/herd" | summary::PATH
+        "/healthz" | "/metrics" | "/status" | "/" | "/herd" | "/backup" | summary::PATH
     ) || path.starts_with("/clients/");
     if !known {
         return not_found();
@@ -422,6 +458,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
             });
             answer(StatusCode::OK, HTML, page)
         }
+        "/backup" => match shared.node.get() {
+            Some(node) => backup::start(node, &shared.backups, req.method() == Method::HEAD),
+            None => not_open(),
+        },
         _ => {
             let encoded = &path["/clients/".len()..];
             client(shared, encoded)
@@ -436,11 +476,7 @@ fn client(shared: &Shared, encoded: &str) -> Answer {
         return not_found();
     }
     let Some(node) = shared.node.get() else {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "the store is not open yet\n",
-        );
+        return not_open();
     };
     match node.store().get(&id) {
         Ok(Some(stored)) => {

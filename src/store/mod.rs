@@ -804,20 +804,43 @@ impl Store {
         resume: Option<&[u8]>,
         limit: usize,
     ) -> Result<(Vec<Bytes>, Option<Vec<u8>>)> {
-        let mut lines = Vec::new();
+        let (records, next) = self.page(node, resume, limit)?;
+        let lines = records.into_iter().map(|s| s.report.at_line().clone());
+        Ok((lines.collect(), next))
+    }
+
+    /// Up to `limit` records from `resume` on (a key this returned, or `None` for the start),
+    /// in key order, with where to resume, if anything is left. Each page is read when asked
+    /// for: a record that exists throughout a walk is returned once, as it is (or newer) when
+    /// the walk began.
+    pub fn records_page(
+        &self,
+        resume: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Stored>, Option<Vec<u8>>)> {
+        self.page(Node::ROOT, resume, limit)
+    }
+
+    fn page(
+        &self,
+        node: Node,
+        resume: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Stored>, Option<Vec<u8>>)> {
+        let mut records = Vec::new();
         let mut next = None;
         self.scan_node(node, resume, &mut |key, value| {
-            if lines.len() == limit {
+            if records.len() == limit {
                 next = Some(key.to_vec());
                 return false;
             }
             let client = herd_migrations::client_of_key(key).unwrap_or_default();
             if let Some(stored) = self.inner.shared.decode_logged(client, value) {
-                lines.push(stored.report.at_line().clone());
+                records.push(stored);
             }
             true
         })?;
-        Ok((lines, next))
+        Ok((records, next))
     }
 
     /// The AT lines of the records in `node` whose key hash `keep` accepts.
