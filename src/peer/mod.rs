@@ -335,3 +335,46 @@ impl Links {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_flooded_once_to_every_link_but_its_source() {
+        let peers = [
+            ("B".to_string(), "127.0.0.1:1".to_string()),
+            ("C".to_string(), "127.0.0.1:2".to_string()),
+            ("D".to_string(), "127.0.0.1:3".to_string()),
+        ];
+        let (links, mut inboxes) = Links::new(
+            peers.iter().map(|(p, a)| (p, a)),
+            16,
+            1 << 20,
+            None,
+            CancellationToken::new(),
+        );
+        let line = Bytes::from_static(b"AT A +0.100000000 kiwi +1+2 100\n");
+        // A link's reader floods what it read from B; the writer, applying it later, finds
+        // it flooded already; a second copy from C goes nowhere either.
+        assert!(links.flood(&line, Some("B")));
+        assert!(!links.flood(&line, None));
+        assert!(!links.flood(&line, Some("C")));
+        let queued: Vec<(String, usize)> = inboxes
+            .iter_mut()
+            .map(|inbox| {
+                let mut n = 0;
+                while let Ok(got) = inbox.queue.try_recv() {
+                    assert_eq!(got, line);
+                    n += 1;
+                }
+                (inbox.peer.clone(), n)
+            })
+            .collect();
+        assert_eq!(
+            queued,
+            [("B".into(), 0), ("C".into(), 1), ("D".into(), 1)],
+            "once to each link but the source"
+        );
+    }
+}

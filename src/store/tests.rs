@@ -608,3 +608,35 @@ async fn a_peers_copy_is_synced_within_its_bound_without_an_answer_waiting() {
     }
     panic!("a peer's copy was never synced");
 }
+
+#[tokio::test]
+async fn a_read_in_order_sees_a_queued_peer_report_that_a_direct_read_does_not_yet() {
+    let (engine, store) = mem(Durability::Flush);
+    ready(&store).await;
+    assert!(store.caught_up());
+    // The writer is held inside its next write; a peer's report queues behind it.
+    engine.stall_next(Duration::from_millis(400));
+    store
+        .offer(report("AT A +0.000000000 first +1+2 1"), Some("B"))
+        .await
+        .unwrap();
+    // Time for the writer to take the first and stall on it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store
+        .offer(report("AT A +0.000000000 second +1+2 1"), Some("B"))
+        .await
+        .unwrap();
+    assert!(!store.caught_up(), "two reports wait for the writer");
+    assert!(store.get(b"second").unwrap().is_none());
+    // What a WHATSAT does while the store is behind: read in order, after both.
+    let read = store
+        .get_in_order(Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    let stored = read.await.unwrap().expect("the queued report is seen");
+    assert_eq!(
+        &stored.report.at_line()[..],
+        b"AT A +0.000000000 second +1+2 1"
+    );
+    assert!(store.caught_up());
+}
