@@ -561,14 +561,17 @@ async fn read_peer(
                     }
                     continue;
                 }
-                // Flooded on before the writer applies it: a hop costs the links' wake-ups, not
-                // the writer's too. A line already flooded is not flooded again; one that
-                // proves stale here (a sync round's record can) is stale wherever it goes.
-                let mut flooded = Vec::with_capacity(line.len() + 1);
-                flooded.extend_from_slice(&line);
-                flooded.push(b'\n');
-                node.links()
-                    .flood(&bytes::Bytes::from(flooded), Some(&peer));
+                // Newer than what this node stores: flooded on at once, before the writer
+                // applies it, so a hop costs the links' wake-ups and not the writer's too. A
+                // line already flooded is not flooded again. Not newer (or unreadable): the
+                // writer decides, and floods it only if it stores it.
+                if newer_than_stored(&store, &report) {
+                    let mut flooded = Vec::with_capacity(line.len() + 1);
+                    flooded.extend_from_slice(&line);
+                    flooded.push(b'\n');
+                    node.links()
+                        .flood(&bytes::Bytes::from(flooded), Some(&peer));
+                }
                 // Waits for room in the store's queue: a flooding peer is held back by TCP.
                 match store.offer(report, Some(&peer)).await {
                     Ok(ticket) => queued = Some(ticket),
@@ -601,5 +604,17 @@ async fn read_peer(
                 tracing::warn!(peer = %peer, line = %Escaped(&line[..line.len().min(256)]), "ignoring a malformed line from a peer")
             }
         }
+    }
+}
+
+/// Whether `report` beats the record `store` holds for its client now (newest-wins); `false`
+/// when the record cannot be read.
+fn newer_than_stored(store: &Store, report: &crate::report::Report) -> bool {
+    match store.get(&report.client) {
+        Ok(stored) => {
+            crate::herd::decide(stored.as_ref().map(|s| &s.report), report)
+                == crate::herd::Decision::Replace
+        }
+        Err(_) => false,
     }
 }

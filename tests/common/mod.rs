@@ -28,13 +28,23 @@ pub const FIVE_LINKS: [(&str, &str); 6] = [
     ("Bona", "Bailey"),
 ];
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), never one this test process was given
+/// before: the kernel may hand a released port out again at once, and two servers of one
+/// herd must not share one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
