@@ -242,6 +242,8 @@ struct Mem {
     synced: BTreeMap<Vec<u8>, Value>,
     /// Syncs wait while this is set.
     hold_syncs: bool,
+    /// How long every sync takes (a slow disk), on command.
+    slow_syncs: Option<Duration>,
     /// Syncs so far.
     syncs: u64,
     faults: Faults,
@@ -286,6 +288,11 @@ impl MemEngine {
     /// While `held`, every sync waits inside the engine (a slow disk, on command).
     pub fn hold_syncs(&self, held: bool) {
         self.lock().hold_syncs = held;
+    }
+
+    /// Makes every sync take `took` (a slow disk's `fdatasync`).
+    pub fn slow_syncs(&self, took: Duration) {
+        self.lock().slow_syncs = Some(took);
     }
 
     /// How many syncs have completed.
@@ -435,6 +442,10 @@ impl Engine for MemEngine {
     fn sync(&self) -> Result<()> {
         // What the sync covers is what was flushed when it began.
         let snapshot = self.enter()?.durable.clone();
+        let slow = self.lock().slow_syncs;
+        if let Some(took) = slow {
+            std::thread::sleep(took);
+        }
         while self.lock().hold_syncs {
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -58,6 +58,7 @@ pub mod seen;
 pub mod space;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -275,6 +276,13 @@ struct Shared {
     flush_on_tick: bool,
     /// A sync that failed, for the writer to act on (the syncer sets it).
     sync_failed: Mutex<Option<String>>,
+    /// Why a sync failed, until the engine is reopened: every later commit fails too (once a
+    /// sync has failed, a later one that succeeds proves nothing about the pages the failed one
+    /// was to write).
+    sync_poison: Mutex<Option<String>>,
+    /// The recent mean time of a sync, in microseconds: it decides whether a sync runs beside
+    /// the writer or on it.
+    sync_mean_us: AtomicU64,
 }
 
 /// See [`Store::on_refused`].
@@ -497,6 +505,8 @@ impl Store {
             }),
             flush_on_tick,
             sync_failed: Mutex::new(None),
+            sync_poison: Mutex::new(None),
+            sync_mean_us: AtomicU64::new(0),
         });
         let (queue, rx) = mpsc::channel(QUEUE);
         let every = if flush_on_tick {
@@ -1111,8 +1121,50 @@ impl Shared {
     fn timed_sync(&self) -> Result<()> {
         let started = Instant::now();
         let result = self.engine.sync();
+        let took = started.elapsed();
         if let Some(hook) = self.on_flush.get() {
-            hook(started.elapsed());
+            hook(took);
+        }
+        // A moving mean over about the last eight syncs.
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u64;
+        let mean = self.sync_mean_us.load(Ordering::Relaxed);
+        self.sync_mean_us
+            .store(mean - mean / 8 + us / 8, Ordering::Relaxed);
+        result
+    }
+
+    /// Syncs (if `sync`) unless an earlier sync failed, then answers `done` and `barriers`;
+    /// on the writer or the sync thread.
+    fn sync_and_answer(
+        &self,
+        sync: bool,
+        done: Vec<Done>,
+        barriers: Vec<oneshot::Sender<Result<()>>>,
+    ) -> Result<()> {
+        let mut poison = self.sync_poison.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match poison.as_ref() {
+            Some(why) => Err(Error::store(
+                &self.path,
+                format!("not durable: an earlier sync failed ({why})"),
+            )),
+            None if sync => self.timed_sync(),
+            None => Ok(()),
+        };
+        if let (Err(e), None) = (&result, poison.as_ref()) {
+            tracing::error!(store = %self.path.display(), error = %e, "store sync failed");
+            *poison = Some(e.to_string());
+            *self.sync_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        drop(poison);
+        match &result {
+            Ok(()) => self.answer(done),
+            Err(e) => self.fail(done, e),
+        }
+        for barrier in barriers {
+            let _ = barrier.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::store(&self.path, format!("flush failed: {e}"))),
+            });
         }
         result
     }
@@ -1328,11 +1380,20 @@ impl Writer {
             return Ok(());
         }
         let sync = self.unsynced.take().is_some();
-        self.syncer.send(Commit::Batch {
-            sync,
-            done,
-            barriers,
-        });
+        // A quick sync costs less than handing it over; a slow one is worth running beside the
+        // writer while it applies the next batch. On the writer only when nothing handed over
+        // waits, so that answers keep their order.
+        let slow = shared.sync_mean_us.load(Ordering::Relaxed) >= PIPELINE_SYNCS_FROM_US;
+        if slow || !self.syncer.idle() {
+            self.syncer.send(Commit::Batch {
+                sync,
+                done,
+                barriers,
+            });
+            return Ok(());
+        }
+        // A failed sync here is seen by the writer's next check, as one on the sync thread.
+        let _ = shared.sync_and_answer(sync, done, barriers);
         Ok(())
     }
 
@@ -1469,7 +1530,8 @@ impl Writer {
         self.syncer.drain();
         match shared.engine.reopen() {
             Ok(()) => {
-                self.syncer.send(Commit::Reset);
+                // Syncs may succeed again (the sync thread is idle: drained above).
+                *shared.sync_poison.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 shared
                     .sync_failed
                     .lock()
@@ -1714,39 +1776,55 @@ enum Commit {
     },
     /// Tells the sender once everything before it is done.
     Drain(std::sync::mpsc::Sender<()>),
-    /// The engine was reopened: syncs may succeed again.
-    Reset,
 }
 
 /// The sync thread: syncs beside the writer, which goes on applying and flooding the next
 /// batch meanwhile (pipelined group commit), and answers each batch once a sync that began
-/// after its flush has completed.
+/// after its flush has completed. Commits queued while one sync ran share the next one.
 ///
-/// Commits queued while one sync ran share the next one. After a failed sync every later
-/// commit fails too, until the writer has reopened the engine: once a sync has failed, a later
-/// one that succeeds proves nothing about the pages the failed one was to write.
+/// Used while syncs are slow (a recent mean of [`PIPELINE_SYNCS_FROM_US`] or more): a quick
+/// sync runs on the writer, since handing it over costs more than it saves. After a failed
+/// sync every later commit fails too, on either thread, until the writer has reopened the
+/// engine.
 struct Syncer {
     tx: Option<std::sync::mpsc::Sender<Commit>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Batches handed over and not yet answered.
+    pending: Arc<AtomicUsize>,
 }
+
+/// The mean sync time from which syncs run beside the writer: below it, a hand-off to the sync
+/// thread (a wake-up each way) costs more than the overlap saves.
+const PIPELINE_SYNCS_FROM_US: u64 = 200;
 
 impl Syncer {
     fn start(shared: Arc<Shared>) -> Syncer {
         let (tx, rx) = std::sync::mpsc::channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let left = Arc::clone(&pending);
         let thread = std::thread::Builder::new()
             .name("herd-store-sync".into())
-            .spawn(move || run_syncer(&shared, &rx))
+            .spawn(move || run_syncer(&shared, &rx, &left))
             .expect("start the store sync thread");
         Syncer {
             tx: Some(tx),
             thread: Some(thread),
+            pending,
         }
     }
 
     fn send(&self, commit: Commit) {
         if let Some(tx) = &self.tx {
+            if matches!(commit, Commit::Batch { .. }) {
+                self.pending.fetch_add(1, Ordering::AcqRel);
+            }
             let _ = tx.send(commit);
         }
+    }
+
+    /// Whether every batch handed over has been answered.
+    fn idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
     }
 
     /// Waits until everything handed over is done.
@@ -1765,8 +1843,7 @@ impl Syncer {
     }
 }
 
-fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
-    let mut poisoned: Option<String> = None;
+fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>, pending: &AtomicUsize) {
     let mut next = None;
     loop {
         let Some(first) = next.take().or_else(|| rx.recv().ok()) else {
@@ -1782,11 +1859,8 @@ fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
                 let _ = tx.send(());
                 continue;
             }
-            Commit::Reset => {
-                poisoned = None;
-                continue;
-            }
         };
+        let mut batches = 1;
         // Everything queued meanwhile shares this sync.
         while let Ok(more) = rx.try_recv() {
             match more {
@@ -1798,6 +1872,7 @@ fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
                     sync |= s;
                     done.extend(d);
                     barriers.extend(b);
+                    batches += 1;
                 }
                 marker => {
                     next = Some(marker);
@@ -1805,29 +1880,8 @@ fn run_syncer(shared: &Shared, rx: &std::sync::mpsc::Receiver<Commit>) {
                 }
             }
         }
-        let result = match &poisoned {
-            Some(why) => Err(Error::store(
-                &shared.path,
-                format!("not durable: an earlier sync failed ({why})"),
-            )),
-            None if sync => shared.timed_sync(),
-            None => Ok(()),
-        };
-        if let (Err(e), None) = (&result, &poisoned) {
-            tracing::error!(store = %shared.path.display(), error = %e, "store sync failed");
-            poisoned = Some(e.to_string());
-            *shared.sync_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-        }
-        match &result {
-            Ok(()) => shared.answer(done),
-            Err(e) => shared.fail(done, e),
-        }
-        for barrier in barriers {
-            let _ = barrier.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Error::store(&shared.path, format!("flush failed: {e}"))),
-            });
-        }
+        let _ = shared.sync_and_answer(sync, done, barriers);
+        pending.fetch_sub(batches, Ordering::AcqRel);
     }
 }
 

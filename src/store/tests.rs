@@ -511,6 +511,17 @@ async fn a_report_is_flooded_before_its_sync_and_answered_after_it() {
     let engine = Arc::new(MemEngine::new());
     let (store, floods) = flooding(&engine);
     ready(&store).await;
+    // Syncs as slow as a disk's: they run beside the writer, on the sync thread.
+    engine.slow_syncs(Duration::from_millis(2));
+    for i in 0..4 {
+        let warm = format!("AT A +0.000000000 warm{i} +1+2 1");
+        assert_eq!(
+            store.merge(report(&warm), None).await.unwrap(),
+            Merged::Stored
+        );
+        assert_eq!(floods.recv_timeout(Duration::from_secs(5)).unwrap(), warm);
+    }
+    let synced = engine.syncs();
     engine.hold_syncs(true);
     let first = store
         .submit(report("AT A +0.000000000 kiwi +1+2 1"), None)
@@ -546,13 +557,66 @@ async fn a_report_is_flooded_before_its_sync_and_answered_after_it() {
         _ = &mut second => panic!("answered before its sync"),
         _ = tokio::time::sleep(Duration::from_millis(300)) => {}
     }
-    assert_eq!(engine.syncs(), 0);
+    assert_eq!(engine.syncs(), synced);
     engine.hold_syncs(false);
     assert_eq!(first.await.unwrap(), Merged::Stored);
     assert_eq!(second.await.unwrap(), Merged::Stored);
-    assert!(engine.syncs() >= 1);
+    assert!(engine.syncs() > synced);
     // Both survive a power cut now.
-    assert_eq!(engine.power_cut().contents().len(), 2);
+    assert_eq!(engine.power_cut().contents().len(), 4 + 2);
+}
+
+#[tokio::test]
+async fn a_quick_sync_runs_on_the_writer_and_a_slow_one_beside_it() {
+    let engine = Arc::new(MemEngine::new());
+    let (store, _floods) = flooding(&engine);
+    ready(&store).await;
+    // Quick syncs: the writer syncs itself, so a held sync holds the writer, and a read in
+    // order (which the writer serves) waits for it.
+    store
+        .merge(report("AT A +0.000000000 quick +1+2 1"), None)
+        .await
+        .unwrap();
+    engine.hold_syncs(true);
+    let held = store
+        .submit(report("AT A +0.000000000 held +1+2 1"), None)
+        .await
+        .unwrap();
+    let read = store
+        .get_in_order(Bytes::from_static(b"quick"))
+        .await
+        .unwrap();
+    let mut read = Box::pin(read);
+    tokio::select! {
+        _ = &mut read => panic!("the writer served a read while syncing on its own thread"),
+        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+    }
+    engine.hold_syncs(false);
+    assert!(read.await.unwrap().is_some());
+    assert_eq!(held.outcome().await.unwrap(), Merged::Stored);
+    // Slow syncs: handed to the sync thread, so the writer serves the read meanwhile.
+    engine.slow_syncs(Duration::from_millis(2));
+    for i in 0..4 {
+        let warm = format!("AT A +0.000000000 slow{i} +1+2 1");
+        store.merge(report(&warm), None).await.unwrap();
+    }
+    engine.hold_syncs(true);
+    let held = store
+        .submit(report("AT A +0.000000000 held2 +1+2 1"), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let read = store
+        .get_in_order(Bytes::from_static(b"held2"))
+        .await
+        .unwrap();
+    let found = tokio::time::timeout(Duration::from_secs(2), read)
+        .await
+        .expect("the writer serves a read while the sync thread syncs")
+        .unwrap();
+    assert!(found.is_some());
+    engine.hold_syncs(false);
+    assert_eq!(held.outcome().await.unwrap(), Merged::Stored);
 }
 
 #[tokio::test]
