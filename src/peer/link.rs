@@ -322,19 +322,10 @@ async fn run_session(
                 // runs), and answers once it holds it, so the records cross once.
                 let from_full = sync::root_count(event.kind, &event.payload).is_some_and(|n| n > 0)
                     && store.takes_new_clients();
-                if from_full && (refilling || !store.ready()) {
-                    // Refilling, or not yet knowing whether this store is empty (its count
-                    // comes with its fingerprints): decided once it knows.
-                    held = Some(event);
-                } else if from_full && round.is_none() && store.count() == Some(0) {
-                    rounds += 1;
-                    if let Some((r, first)) = start_round(&peer, &store, rounds).await {
-                        tracing::info!(peer = %peer, round = r.id, "this store is empty: pulling everything before answering the peer's round");
-                        in_round.store(true, Ordering::Relaxed);
-                        own.extend(first);
-                        round = Some(r);
-                        next_round = Instant::now() + Duration::from_secs(1);
-                    }
+                // Refilling, not yet knowing whether this store is empty (its count comes
+                // with its fingerprints), or empty: decided below, once it knows.
+                let empty = round.is_none() && store.count() == Some(0);
+                if from_full && (refilling || !store.ready() || empty) {
                     held = Some(event);
                 } else {
                     violation = serve(&peer, &store, &mut answerer, &mut pace, &mut answering, event).await;
@@ -343,7 +334,7 @@ async fn run_session(
             _ = applied => applying = None,
             _ = tokio::time::sleep(Duration::from_millis(20)), if held.is_some() && !store.ready() => {}
             _ = std::future::ready(()), if held.is_some() && !refilling && store.ready() && answering.len() < MAX_JOBS && resume.is_none() => {
-                // Held while the store's count was unknown, and it proves empty: pull first.
+                // An empty store pulls everything with a round of its own first.
                 let pulling = if round.is_none() && store.count() == Some(0) {
                     rounds += 1;
                     match start_round(&peer, &store, rounds).await {
